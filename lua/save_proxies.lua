@@ -1,0 +1,25 @@
+-- save_proxies.lua: insert or update proxies of one pool, keeping their lease counts and the
+-- latency learnt from health checks, and re-indexing whatever changed.
+-- KEYS[1..12] the pool block (see _pool.lua)
+-- ARGV[1] number of proxies n (integer >= 1)
+-- ARGV[2 .. 3n+1] n triples: proxy id (UUID string), state JSON (codec.ProxyState without
+--         latency), record (msgpack of codec.ProxyRecord)
+-- Returns {'ok', n} | {'nopool'}
+local n = tonumber(ARGV[1])
+
+if redis.call('EXISTS', K_META) == 0 then
+  return {'nopool'}
+end
+for i = 0, n - 1 do
+  local id, state, record = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local old = load_proxy(id)
+  local st = cjson.decode(state)
+  if old and old.st.l then
+    st.l, st.t = old.st.l, old.st.t
+    state = cjson.encode(st)
+  end
+  redis.call('HSET', K_STATE, id, state)
+  redis.call('HSET', K_RECORDS, id, record)
+  reindex(id, old, {st = st, n = old and old.n or 0})
+end
+return {'ok', n}

@@ -1,0 +1,272 @@
+"""Conversions between pharox models and what pharox-redis stores.
+
+A proxy is stored as three hash fields under its pool: a JSON *state* with every field a Lua
+script reads or changes (status, max concurrency, sort keys, latency, filter attributes), a
+msgpack *record* with what only Python reads (host, port, protocol, credentials), and its
+lease count. Records we wrote ourselves are rebuilt with ``model_construct``: no second
+validation on the hot path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+from uuid import UUID
+
+import msgspec
+from pharox import (
+    HealthCheckResult,
+    Lease,
+    LeaseStatus,
+    Proxy,
+    ProxyCredentials,
+    ProxyHealthRecord,
+    ProxyProtocol,
+    ProxyStatus,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+# Microseconds from 0001-01-01 to the epoch: adding it makes every datetime non-negative,
+# so an 18-digit zero-padded number sorts like the datetime (see ``checked_key``).
+_CHECKED_OFFSET_US = 62_135_596_800 * 1_000_000
+
+
+class ProxyState(msgspec.Struct, omit_defaults=True):
+    """Everything Lua reads or changes about a proxy (JSON; keys are short, one per proxy).
+
+    ``s`` status, ``m`` max concurrency (absent: unlimited), ``c`` checked_at sort key,
+    ``f`` FIRST_AVAILABLE score, ``l``/``t`` latest reachable latency (ms) and its
+    checked_at (us), then the filter attributes. Numbers that must stay exact are strings.
+    """
+
+    s: str
+    c: str
+    f: str
+    m: Optional[int] = None
+    l: Optional[int] = None  # noqa: E741 - one-letter JSON keys keep every proxy small
+    t: Optional[str] = None
+    src: Optional[str] = None
+    co: Optional[str] = None
+    ci: Optional[str] = None
+    isp: Optional[str] = None
+    asn: Optional[str] = None
+    lat: Optional[str] = None
+    lon: Optional[str] = None
+
+
+class ProxyRecord(msgspec.Struct, array_like=True):
+    """What only Python reads about a proxy (msgpack)."""
+
+    host: str
+    port: int
+    protocol: str
+    user: Optional[str] = None
+    password: Optional[str] = None
+
+
+class LeaseRow(msgspec.Struct):
+    """A lease record as ``lease.lua`` writes it (JSON)."""
+
+    proxy: str
+    consumer: str
+    acquired: str
+    expires: str
+    released: Optional[str] = None
+
+
+class HealthRow(msgspec.Struct):
+    """A health record as ``health.lua`` writes it (JSON)."""
+
+    id: str
+    checked: str
+    reachable: bool
+    protocol: str
+    after: str
+    latency: Optional[int] = None
+    before: Optional[str] = None
+    error: Optional[str] = None
+
+
+_state_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(ProxyState)
+_record_encoder = msgspec.msgpack.Encoder()
+_record_decoder = msgspec.msgpack.Decoder(ProxyRecord)
+_lease_decoder = msgspec.json.Decoder(LeaseRow)
+_health_decoder = msgspec.json.Decoder(HealthRow)
+
+# Filter attribute -> ProxyState key; filters.py compiles ProxyFilters to these keys.
+FILTER_FIELDS = {"source": "src", "country": "co", "city": "ci", "isp": "isp"}
+
+
+def to_us(moment: datetime) -> int:
+    """Return microseconds since the epoch (a naive datetime is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (moment - EPOCH) // _ONE_US
+
+
+def from_us(us: int | str | bytes) -> datetime:
+    """Return the UTC datetime for microseconds since the epoch."""
+    return EPOCH + timedelta(microseconds=int(us))
+
+
+def checked_key(us: int) -> str:
+    """Return checked_at as 18 digits that sort lexicographically like the datetime."""
+    return f"{us + _CHECKED_OFFSET_US:018d}"
+
+
+def text(value: bytes | str) -> str:
+    """Return a reply value as str, whatever the client's ``decode_responses``."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _coordinate(value: Optional[float], name: str, limit: float) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > limit:
+        raise ValueError(f"{name} must be a finite number within ±{limit:g}, got {value!r}")
+    return repr(float(value))
+
+
+def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
+    """Return ``(id, state JSON, record msgpack)`` for a proxy, validating it first.
+
+    Raises
+    ------
+    ValueError
+        When a field holds a value pharox's model would reject (models are not
+        re-validated on assignment) or coordinates are not finite and in range.
+    """
+    if not isinstance(proxy, Proxy):
+        raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")
+    if not isinstance(proxy.port, int) or not 0 < proxy.port <= 65535:
+        raise ValueError(f"proxy port must be 1..65535, got {proxy.port!r}")
+    mc = proxy.max_concurrency
+    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
+        raise ValueError(f"max_concurrency must be a positive integer or None, got {mc!r}")
+    status = ProxyStatus(proxy.status).value
+    protocol = ProxyProtocol(proxy.protocol).value
+    if not isinstance(proxy.id, UUID) or not isinstance(proxy.pool_id, UUID):
+        raise ValueError("proxy id and pool_id must be UUIDs")
+    if (proxy.latitude is None) != (proxy.longitude is None):
+        raise ValueError("latitude and longitude must be set together")
+    asn = proxy.asn
+    if asn is not None and (not isinstance(asn, int) or isinstance(asn, bool)):
+        raise ValueError(f"asn must be an integer or None, got {asn!r}")
+    checked = to_us(proxy.checked_at)
+    state = ProxyState(
+        s=status,
+        c=checked_key(checked),
+        f=str(-checked),
+        m=mc,
+        src=proxy.source,
+        co=proxy.country,
+        ci=proxy.city,
+        isp=proxy.isp,
+        asn=None if asn is None else str(asn),
+        lat=_coordinate(proxy.latitude, "latitude", 90),
+        lon=_coordinate(proxy.longitude, "longitude", 180),
+    )
+    creds = proxy.credentials
+    record = ProxyRecord(
+        host=str(proxy.host),
+        port=proxy.port,
+        protocol=protocol,
+        user=creds.user if creds else None,
+        password=creds.password if creds else None,
+    )
+    return str(proxy.id), _state_encoder.encode(state), _record_encoder.encode(record)
+
+
+def _host(value: str) -> Any:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return value
+
+
+def decode_proxy(
+    proxy_id: bytes | str, pool_id: UUID, state: bytes | str, count: Any, record: bytes
+) -> Proxy:
+    """Rebuild a pharox Proxy from its stored state, lease count and record."""
+    st = _state_decoder.decode(state)
+    rec = _record_decoder.decode(record)
+    creds = None
+    if rec.user is not None and rec.password is not None:
+        creds = ProxyCredentials.model_construct(user=rec.user, password=rec.password)
+    return Proxy.model_construct(
+        id=UUID(text(proxy_id)),
+        host=_host(rec.host),
+        port=rec.port,
+        protocol=ProxyProtocol(rec.protocol),
+        pool_id=pool_id,
+        status=ProxyStatus(st.s),
+        checked_at=from_us(int(st.c) - _CHECKED_OFFSET_US),
+        credentials=creds,
+        source=st.src,
+        country=st.co,
+        city=st.ci,
+        latitude=None if st.lat is None else float(st.lat),
+        longitude=None if st.lon is None else float(st.lon),
+        isp=st.isp,
+        asn=None if st.asn is None else int(st.asn),
+        max_concurrency=st.m,
+        current_leases=int(count or 0),
+    )
+
+
+def decode_lease(
+    lease_id: UUID | bytes | str, raw: bytes | str, pool_id: UUID, pool_name: str
+) -> Lease:
+    """Rebuild a pharox Lease from its stored record."""
+    row = _lease_decoder.decode(raw)
+    released = row.released
+    return Lease.model_construct(
+        id=lease_id if isinstance(lease_id, UUID) else UUID(text(lease_id)),
+        proxy_id=UUID(row.proxy),
+        consumer_id=UUID(row.consumer),
+        pool_id=pool_id,
+        pool_name=pool_name,
+        status=LeaseStatus.ACTIVE if released is None else LeaseStatus.RELEASED,
+        acquired_at=from_us(row.acquired),
+        expires_at=from_us(row.expires),
+        released_at=None if released is None else from_us(released),
+    )
+
+
+def lease_consumer(raw: bytes | str) -> str:
+    """Return the consumer id of a stored lease record."""
+    return _lease_decoder.decode(raw).consumer
+
+
+def decode_health(proxy_id: UUID, raw: bytes | str) -> ProxyHealthRecord:
+    """Rebuild a pharox ProxyHealthRecord from its stored JSON."""
+    row = _health_decoder.decode(raw)
+    return ProxyHealthRecord.model_construct(
+        id=UUID(row.id),
+        proxy_id=proxy_id,
+        checked_at=from_us(row.checked),
+        reachable=row.reachable,
+        latency_ms=row.latency,
+        protocol=ProxyProtocol(row.protocol),
+        status_before=None if row.before is None else ProxyStatus(row.before),
+        status_after=ProxyStatus(row.after),
+        error=row.error,
+    )
+
+
+def health_result(record: ProxyHealthRecord) -> HealthCheckResult:
+    """Return the HealthCheckResult a stored health record stands for."""
+    return HealthCheckResult.model_construct(
+        proxy_id=record.proxy_id,
+        status=record.status_after,
+        latency_ms=record.latency_ms or 0,
+        protocol=record.protocol,
+        attempts=1,
+        status_code=None,
+        checked_at=record.checked_at,
+        error_message=record.error,
+    )

@@ -1,0 +1,671 @@
+"""The sans-I/O core shared by the sync and async storages.
+
+Each operation is a generator: it yields a :class:`Batch` of Redis calls, receives their
+replies as a list, and finally returns its result. The shells (``RedisStorage`` here, an
+asyncio one later) only execute batches, one round trip each, so all logic (keys, argument
+encoding, reply decoding, retries on stale caches) lives here once.
+
+Every batch must be safe to send twice: the shells re-send a whole batch when Redis
+answers NOSCRIPT, and redis-py's ``Retry`` may re-send a command whose reply was lost. All
+scripts are idempotent for that reason (a lease retried with the same id returns the lease).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Generator, Optional, Sequence, TypeVar, Union
+from uuid import UUID, uuid4
+
+from pharox import (
+    HealthCheckResult,
+    InvalidLeaseError,
+    Lease,
+    PoolNotFoundError,
+    PoolStatsSnapshot,
+    Proxy,
+    ProxyFilters,
+    ProxyHealthRecord,
+    ProxyNotFoundError,
+    ProxyPool,
+    ProxyStatus,
+    ProxyUnavailableError,
+    SelectorStrategy,
+)
+
+from . import codec
+from .codec import text
+from .filters import CompiledFilter, compile_filters
+from .keys import KeySchema, PoolKeys
+
+T = TypeVar("T")
+
+MAX_LEASE_SECONDS = 100 * 365 * 24 * 3600
+SCAN_BUDGET = 1000  # candidates find.lua examines per call
+MAX_UNDECIDED = 64  # candidates find.lua hands to a Python predicate per call
+DUE_BATCH = 256  # global deadline entries cleanup takes per round trip
+RECLAIM_BATCH = 256  # expired leases reclaim.lua releases per call
+SAVE_CHUNK = 500  # proxies per save_proxies.lua call
+_PROXY_CACHE_LIMIT = 100_000
+_STATS_FIELDS = ("name", "total", "active", "available", "leased", "leases")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """Run one of the scripts in ``lua/`` with these KEYS and ARGV."""
+
+    name: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Run one plain Redis command."""
+
+    args: Sequence[Any]
+
+
+Call = Union[ScriptCall, Command]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Calls sent in one round trip; ``atomic`` wraps them in MULTI/EXEC (one slot only)."""
+
+    calls: Sequence[Call]
+    atomic: bool = False
+
+
+Op = Generator[Batch, list[Any], T]
+
+
+def one(call: Call) -> Batch:
+    """Return a batch of a single call."""
+    return Batch((call,))
+
+
+def parse_uuid(value: Any) -> Optional[UUID]:
+    """Return value as a UUID, or None when it is not one."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def lease_duration_us(seconds: Any) -> int:
+    """Return a lease duration in microseconds.
+
+    Raises
+    ------
+    InvalidLeaseError
+        Unless ``seconds`` is a finite number in (0, 100 years].
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidLeaseError(f"duration_seconds must be a number, got {seconds!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidLeaseError("duration_seconds must be positive.")
+    if seconds > MAX_LEASE_SECONDS:
+        raise InvalidLeaseError(f"duration_seconds may be at most {MAX_LEASE_SECONDS} (100 years).")
+    return max(1, round(seconds * 1_000_000))
+
+
+def _check_name(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+class StorageCore:
+    """All storage logic, free of I/O.
+
+    Parameters
+    ----------
+    keys:
+        The key schema (prefix) to use.
+    lease_retention_seconds:
+        How long released and reclaimed lease records are kept.
+    health_history:
+        Most health records kept per proxy.
+    """
+
+    def __init__(self, keys: KeySchema, lease_retention_seconds: float, health_history: int):
+        if not math.isfinite(lease_retention_seconds) or lease_retention_seconds < 0:
+            raise ValueError("lease_retention_seconds must be a finite number >= 0")
+        if health_history < 1:
+            raise ValueError("health_history must be at least 1")
+        self.keys = keys
+        self.retention_us = round(lease_retention_seconds * 1_000_000)
+        self.health_history = health_history
+        self._pool_ids: dict[str, UUID] = {}
+        self._consumers: dict[str, UUID] = {}
+        self._proxy_pools: dict[UUID, UUID] = {}
+
+    # ------------------------------------------------------------------ resolution
+
+    def pool_id(self, name: str, refresh: bool = False) -> Op[Optional[UUID]]:
+        """Resolve a pool name to its id (cached; scripts detect a stale entry)."""
+        if not refresh and name in self._pool_ids:
+            return self._pool_ids[name]
+        (raw,) = yield one(Command(("HGET", self.keys.globals.pool_names, name)))
+        if raw is None:
+            self._pool_ids.pop(name, None)
+            return None
+        pool_id = UUID(text(raw))
+        self._pool_ids[name] = pool_id
+        return pool_id
+
+    def pool_list(self) -> Op[dict[UUID, str]]:
+        """Return every pool's id and name from the registry."""
+        (raw,) = yield one(Command(("HGETALL", self.keys.globals.pool_ids)))
+        return {UUID(text(k)): text(v) for k, v in raw.items()}
+
+    def locate(self, proxy_id: UUID, refresh: bool = False) -> Op[Optional[UUID]]:
+        """Return the id of the pool holding a proxy, or None."""
+        cached = self._proxy_pools.get(proxy_id)
+        if cached is not None and not refresh:
+            return cached
+        pools = list((yield from self.pool_list()))
+        if not pools:
+            return None
+        found = yield Batch(
+            [Command(("HEXISTS", self.keys.pool(p).state, str(proxy_id))) for p in pools]
+        )
+        for pool, hit in zip(pools, found):
+            if hit:
+                self._remember(proxy_id, pool)
+                return pool
+        self._proxy_pools.pop(proxy_id, None)
+        return None
+
+    def _remember(self, proxy_id: UUID, pool_id: UUID) -> None:
+        if len(self._proxy_pools) >= _PROXY_CACHE_LIMIT:
+            self._proxy_pools.clear()
+        self._proxy_pools[proxy_id] = pool_id
+
+    def read_proxy(self, pool_id: UUID, proxy_id: UUID) -> Op[Optional[Proxy]]:
+        """Return a proxy stored in a given pool, or None."""
+        pk, pid = self.keys.pool(pool_id), str(proxy_id)
+        state, count, record = yield Batch(
+            (Command(("HGET", pk.state, pid)), Command(("HGET", pk.counts, pid)),
+             Command(("HGET", pk.records, pid)))
+        )
+        if state is None or record is None:
+            return None
+        return codec.decode_proxy(pid, pool_id, state, count, record)
+
+    # ------------------------------------------------------------------ consumers
+
+    def ensure_consumer(self, consumer_name: str) -> Op[UUID]:
+        """Return the consumer's id, creating it atomically if it is new."""
+        _check_name(consumer_name, "consumer_name")
+        cached = self._consumers.get(consumer_name)
+        if cached is not None:
+            return cached
+        key = self.keys.globals.consumers
+        _, raw = yield Batch(
+            (Command(("HSETNX", key, consumer_name, str(uuid4()))),
+             Command(("HGET", key, consumer_name))),
+            atomic=True,
+        )
+        consumer_id = UUID(text(raw))
+        self._consumers[consumer_name] = consumer_id
+        return consumer_id
+
+    def add_consumer(self, consumer_id: UUID, name: str) -> Op[None]:
+        """Register a consumer under a given id (overwrites, like pharox's in-memory)."""
+        _check_name(name, "consumer name")
+        yield one(Command(("HSET", self.keys.globals.consumers, name, str(consumer_id))))
+        self._consumers[name] = consumer_id
+
+    # ------------------------------------------------------------------ leasing
+
+    def find_available_proxy(
+        self,
+        pool_name: str,
+        filters: Optional[ProxyFilters],
+        selector: Optional[SelectorStrategy],
+    ) -> Op[Optional[Proxy]]:
+        """Return the first available proxy in selector order that matches the filters."""
+        _check_name(pool_name, "pool_name")
+        compiled = compile_filters(filters)
+        strategy = SelectorStrategy(selector or SelectorStrategy.FIRST_AVAILABLE)
+        for refresh in (False, True):
+            pool_id = yield from self.pool_id(pool_name, refresh)
+            if pool_id is None:
+                return None
+            found = yield from self._find(pool_id, pool_name, compiled, filters, strategy)
+            if found is not _STALE:
+                return found  # type: ignore[return-value]
+        return None
+
+    def _find(
+        self,
+        pool_id: UUID,
+        pool_name: str,
+        compiled: CompiledFilter,
+        filters: Optional[ProxyFilters],
+        strategy: SelectorStrategy,
+    ) -> Op[object]:
+        pk = self.keys.pool(pool_id)
+        offset = 0
+        while True:
+            (reply,) = yield one(ScriptCall("find", pk, (
+                pool_name, strategy.value, compiled.json, offset, SCAN_BUDGET, MAX_UNDECIDED,
+            )))
+            if text(reply[0]) != "ok":
+                return _STALE
+            items = reply[2:]
+            for i in range(0, len(items), 5):
+                proxy_id, decided, state, count, record = items[i : i + 5]
+                proxy = codec.decode_proxy(proxy_id, pool_id, state, count, record)
+                if decided == 1 or (filters is not None and filters.matches(proxy)):
+                    if strategy is SelectorStrategy.ROUND_ROBIN and not (decided == 1 and i == 0):
+                        yield one(Command(("SET", pk.cursor, str(proxy.id))))
+                    self._remember(proxy.id, pool_id)
+                    return proxy
+            if int(reply[1]) < 0:
+                return None
+            offset = int(reply[1])
+
+    def create_lease(
+        self,
+        proxy: Proxy,
+        consumer_name: str,
+        duration_seconds: Any,
+        lease_id: Optional[UUID] = None,
+    ) -> Op[Lease]:
+        """Lease a given proxy atomically (see ``lua/lease.lua``)."""
+        duration_us = lease_duration_us(duration_seconds)
+        if not isinstance(proxy, Proxy):
+            raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")
+        consumer_id = yield from self.ensure_consumer(consumer_name)
+        lease_id = lease_id or uuid4()
+        deadlines = self.keys.globals.deadlines
+        pool_id: Optional[UUID] = proxy.pool_id
+        for refresh in (False, True):
+            if pool_id is None:
+                break
+            member = f"{pool_id}:{lease_id}"
+            reply, _ = yield Batch((
+                ScriptCall("lease", self.keys.pool(pool_id), (
+                    "", str(proxy.id), str(lease_id), str(consumer_id), duration_us,
+                    self.retention_us,
+                )),
+                ScriptCall("schedule", (deadlines,), (member, duration_us)),
+            ))
+            code = text(reply[0])
+            if code in ("ok", "exists"):
+                self._remember(proxy.id, pool_id)
+                return codec.decode_lease(lease_id, reply[2], pool_id, text(reply[1]))
+            yield one(Command(("ZREM", deadlines, member)))
+            if code == "unavailable":
+                raise ProxyUnavailableError(f"Proxy {proxy.id} is no longer available.")
+            if refresh:
+                break
+            located = yield from self.locate(proxy.id, refresh=True)
+            if located == pool_id:
+                break
+            pool_id = located
+        raise ProxyNotFoundError(f"Proxy {proxy.id} not found.")
+
+    def release_lease(self, lease: Lease) -> Op[None]:
+        """Release a lease; a no-op when it is unknown, released or reclaimed."""
+        pool_id = lease.pool_id
+        if pool_id is None:
+            found = yield from self._lease_location(lease.id)
+            if found is None:
+                return
+            pool_id = found[0]
+        yield Batch((
+            ScriptCall("release", self.keys.pool(pool_id), (str(lease.id), self.retention_us)),
+            Command(("ZREM", self.keys.globals.deadlines, f"{pool_id}:{lease.id}")),
+        ))
+
+    def cleanup_expired_leases(self) -> Op[int]:
+        """Reclaim every expired lease; costs one round trip when none has expired."""
+        deadlines = self.keys.globals.deadlines
+        reclaimed = 0
+        while True:
+            (due,) = yield one(ScriptCall("due", (deadlines,), (DUE_BATCH,)))
+            if not due:
+                return reclaimed
+            by_pool: dict[str, list[str]] = {}
+            for member in due:
+                pool, _, lease = text(member).partition(":")
+                by_pool.setdefault(pool, []).append(lease)
+            calls: list[Call] = [
+                ScriptCall("reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH, *ids))
+                for pool, ids in by_pool.items()
+            ]
+            calls.append(Command(("ZREM", deadlines, *due)))
+            replies = yield Batch(calls)
+            pending: list[Any] = []
+            more: list[str] = []
+            for pool, reply in zip(by_pool, replies):
+                reclaimed += int(reply[0])
+                if int(reply[1]):
+                    more.append(pool)
+                for i in range(2, len(reply), 2):
+                    pending += [reply[i + 1], f"{pool}:{text(reply[i])}"]
+            if pending:
+                yield one(Command(("ZADD", deadlines, *pending)))
+            for pool in more:
+                while True:
+                    (reply,) = yield one(ScriptCall(
+                        "reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH)
+                    ))
+                    reclaimed += int(reply[0])
+                    if not int(reply[1]):
+                        break
+            if len(due) < DUE_BATCH:
+                return reclaimed
+
+    def get_pool_stats(self, pool_name: str) -> Op[Optional[PoolStatsSnapshot]]:
+        """Return the pool's counters, one round trip."""
+        _check_name(pool_name, "pool_name")
+        for refresh in (False, True):
+            pool_id = yield from self.pool_id(pool_name, refresh)
+            if pool_id is None:
+                return None
+            (values,) = yield one(Command(("HMGET", self.keys.pool(pool_id).meta, *_STATS_FIELDS)))
+            if values[0] is not None and text(values[0]) == pool_name:
+                return stats_snapshot(pool_name, values[1:])
+        return None
+
+    # ------------------------------------------------------------------ pools
+
+    def save_pool(self, pool: ProxyPool) -> Op[None]:
+        """Insert or update a pool; a rename keeps its proxies."""
+        if not isinstance(pool, ProxyPool):
+            raise ValueError(f"expected a pharox ProxyPool, got {type(pool).__name__}")
+        name = _check_name(pool.name, "pool name")
+        g = self.keys.globals
+        (reply,) = yield one(ScriptCall("register_pool", (g.pool_ids, g.pool_names),
+                                        (str(pool.id), name)))
+        if text(reply[0]) == "conflict":
+            raise ValueError(f"pool name {name!r} is already used by pool {text(reply[1])}")
+        meta = self.keys.pool(pool.id).meta
+        description: Command
+        if pool.description is None:
+            description = Command(("HDEL", meta, "description"))
+        else:
+            description = Command(("HSET", meta, "description", pool.description))
+        yield Batch((Command(("HSET", meta, "name", name)), description), atomic=True)
+        for old in [n for n, i in self._pool_ids.items() if i == pool.id]:
+            del self._pool_ids[old]
+        self._pool_ids[name] = pool.id
+
+    def get_pool(self, pool_id: str) -> Op[ProxyPool]:
+        """Return a pool by id; PoolNotFoundError when missing or not a UUID."""
+        uid = parse_uuid(pool_id)
+        if uid is None:
+            raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        (values,) = yield one(Command(("HMGET", self.keys.pool(uid).meta, "name", "description")))
+        if values[0] is None:
+            raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        return pool_model(uid, values[0], values[1])
+
+    def list_pools(self) -> Op[list[ProxyPool]]:
+        """Return every pool."""
+        pools = yield from self.pool_list()
+        ids = list(pools)
+        if not ids:
+            return []
+        metas = yield Batch(
+            [Command(("HMGET", self.keys.pool(p).meta, "name", "description")) for p in ids]
+        )
+        return [pool_model(p, v[0], v[1]) for p, v in zip(ids, metas) if v[0] is not None]
+
+    def delete_pool(self, pool_id: str) -> Op[None]:
+        """Delete a pool with its proxies, leases, health history and indexes."""
+        uid = parse_uuid(pool_id)
+        if uid is None:
+            raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        g = self.keys.globals
+        (reply,) = yield one(ScriptCall("unregister_pool", (g.pool_ids, g.pool_names), (str(uid),)))
+        if text(reply[0]) == "missing":
+            raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        pk = self.keys.pool(uid)
+        yield one(Command(("UNLINK", pk.meta)))
+        cursor = 0
+        while True:
+            ((cursor, fields),) = yield one(Command(("HSCAN", pk.state, cursor, "COUNT", 1000)))
+            if fields:
+                yield one(Command(("UNLINK", *(pk.health(text(f)) for f in fields))))
+            if int(cursor) == 0:
+                break
+        yield one(Command(("UNLINK", *pk)))
+        for name in [n for n, i in self._pool_ids.items() if i == uid]:
+            del self._pool_ids[name]
+        for proxy in [p for p, i in self._proxy_pools.items() if i == uid]:
+            del self._proxy_pools[proxy]
+
+    # ------------------------------------------------------------------ proxies
+
+    def save_proxies(self, proxies: Sequence[Proxy]) -> Op[int]:
+        """Insert or update proxies; validates everything before writing anything."""
+        groups: dict[UUID, list[tuple[str, bytes, bytes]]] = {}
+        for proxy in proxies:
+            encoded = codec.encode_proxy(proxy)
+            groups.setdefault(proxy.pool_id, []).append(encoded)
+        if not groups:
+            return 0
+        targets = list(groups)
+        *exists, registry = yield Batch(
+            [Command(("EXISTS", self.keys.pool(p).meta)) for p in targets]
+            + [Command(("HKEYS", self.keys.globals.pool_ids))]
+        )
+        for pool, hit in zip(targets, exists):
+            if not hit:
+                raise PoolNotFoundError(f"Pool with ID {pool} does not exist.")
+        yield from self._refuse_moves(groups, [UUID(text(p)) for p in registry])
+        calls: list[Call] = []
+        for pool, items in groups.items():
+            for start in range(0, len(items), SAVE_CHUNK):
+                chunk = items[start : start + SAVE_CHUNK]
+                args: list[Any] = [len(chunk)]
+                for item in chunk:
+                    args.extend(item)
+                calls.append(ScriptCall("save_proxies", self.keys.pool(pool), args))
+        replies = yield Batch(calls)
+        for reply in replies:
+            if text(reply[0]) == "nopool":
+                raise PoolNotFoundError("A pool was deleted while its proxies were being saved.")
+        for pool, items in groups.items():
+            for proxy_id, _, _ in items:
+                self._remember(UUID(proxy_id), pool)
+        return sum(len(items) for items in groups.values())
+
+    def _refuse_moves(
+        self, groups: dict[UUID, list[tuple[str, bytes, bytes]]], pools: list[UUID]
+    ) -> Op[None]:
+        checks: list[tuple[UUID, UUID, list[str]]] = []
+        for target, items in groups.items():
+            ids = [item[0] for item in items]
+            for other in pools:
+                if other != target:
+                    for start in range(0, len(ids), 1000):
+                        checks.append((target, other, ids[start : start + 1000]))
+        if not checks:
+            return
+        replies = yield Batch(
+            [Command(("HMGET", self.keys.pool(o).state, *ids)) for _, o, ids in checks]
+        )
+        for (target, other, ids), values in zip(checks, replies):
+            for proxy_id, value in zip(ids, values):
+                if value is not None:
+                    raise ValueError(
+                        f"proxy {proxy_id} belongs to pool {other}; delete it there before "
+                        f"saving it into pool {target}"
+                    )
+
+    def get_proxy(self, proxy_id: Any) -> Op[Optional[Proxy]]:
+        """Return a proxy by id, or None when missing or not a UUID."""
+        uid = parse_uuid(proxy_id)
+        if uid is None:
+            return None
+        for refresh in (False, True):
+            pool_id = yield from self.locate(uid, refresh)
+            if pool_id is None:
+                return None
+            proxy = yield from self.read_proxy(pool_id, uid)
+            if proxy is not None:
+                return proxy
+        return None
+
+    def list_proxies(self, pool_id: str) -> Op[list[Proxy]]:
+        """Return every proxy in a pool, ordered by id."""
+        uid = parse_uuid(pool_id)
+        if uid is None:
+            raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        pk = self.keys.pool(uid)
+        exists, states, counts, records = yield Batch((
+            Command(("EXISTS", pk.meta)), Command(("HGETALL", pk.state)),
+            Command(("HGETALL", pk.counts)), Command(("HGETALL", pk.records)),
+        ))
+        if not exists:
+            raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        out = [
+            codec.decode_proxy(pid, uid, state, counts.get(pid), records[pid])
+            for pid, state in states.items()
+            if pid in records
+        ]
+        return sorted(out, key=lambda p: p.id)
+
+    def delete_proxy(self, proxy_id: str) -> Op[None]:
+        """Delete a proxy by id; ProxyNotFoundError when missing or not a UUID."""
+        uid = parse_uuid(proxy_id)
+        for refresh in (False, True):
+            pool_id = None if uid is None else (yield from self.locate(uid, refresh))
+            if pool_id is None:
+                break
+            pk = self.keys.pool(pool_id)
+            (reply,) = yield one(ScriptCall("delete_proxy", (*pk, pk.health(uid)), (str(uid),)))
+            if text(reply[0]) == "ok":
+                self._proxy_pools.pop(uid, None)  # type: ignore[arg-type]
+                return
+        raise ProxyNotFoundError(f"Proxy {proxy_id!r} not found.")
+
+    # ------------------------------------------------------------------ leases (admin)
+
+    def _lease_location(self, lease_id: UUID) -> Op[Optional[tuple[UUID, str, Any]]]:
+        pools = yield from self.pool_list()
+        if not pools:
+            return None
+        ids = list(pools)
+        raws = yield Batch([Command(("HGET", self.keys.pool(p).leases, str(lease_id))) for p in ids])
+        for pool, raw in zip(ids, raws):
+            if raw is not None:
+                return pool, pools[pool], raw
+        return None
+
+    def get_lease(self, lease_id: Any) -> Op[Optional[Lease]]:
+        """Return a lease by id (active, or released within the retention), else None."""
+        uid = parse_uuid(lease_id)
+        if uid is None:
+            return None
+        found = yield from self._lease_location(uid)
+        if found is None:
+            return None
+        pool_id, pool_name, raw = found
+        return codec.decode_lease(uid, raw, pool_id, pool_name)
+
+    def list_leases(self, consumer_id: Optional[str]) -> Op[list[Lease]]:
+        """Return active and retained leases, optionally of one consumer."""
+        wanted = None
+        if consumer_id is not None:
+            wanted = parse_uuid(consumer_id)
+            if wanted is None:
+                return []
+        pools = yield from self.pool_list()
+        ids = list(pools)
+        if not ids:
+            return []
+        tables = yield Batch([Command(("HGETALL", self.keys.pool(p).leases)) for p in ids])
+        out = []
+        for pool, table in zip(ids, tables):
+            for lid, raw in table.items():
+                if wanted is None or codec.lease_consumer(raw) == str(wanted):
+                    out.append(codec.decode_lease(lid, raw, pool, pools[pool]))
+        return sorted(out, key=lambda lease: lease.acquired_at)
+
+    # ------------------------------------------------------------------ health
+
+    def record_health(
+        self, proxy_id: UUID, row: ProxyHealthRecord, apply: bool
+    ) -> Op[Optional[Proxy]]:
+        """Store a health record; with ``apply`` also set the proxy's status and checked_at."""
+        checked = codec.to_us(row.checked_at)
+        args = (
+            str(proxy_id), "1" if apply else "0", str(row.id), checked,
+            "1" if row.reachable else "0",
+            "" if row.latency_ms is None else int(row.latency_ms),
+            row.protocol.value, row.status_before.value if row.status_before else "",
+            row.status_after.value, row.error or "", codec.checked_key(checked), str(-checked),
+            self.health_history,
+        )
+        for refresh in (False, True):
+            pool_id = yield from self.locate(proxy_id, refresh)
+            if pool_id is None:
+                return None
+            pk = self.keys.pool(pool_id)
+            (reply,) = yield one(ScriptCall("health", (*pk, pk.health(proxy_id)), args))
+            if text(reply[0]) == "ok":
+                return codec.decode_proxy(str(proxy_id), pool_id, reply[1], reply[2], reply[3])
+        return None
+
+    def health_records(self, proxy_id: UUID, limit: int) -> Op[list[ProxyHealthRecord]]:
+        """Return a proxy's most recent health records, newest first."""
+        if limit <= 0:
+            return []
+        pool_id = yield from self.locate(proxy_id)
+        if pool_id is None:
+            return []
+        pk = self.keys.pool(pool_id)
+        (raws,) = yield one(Command(("ZREVRANGE", pk.health(proxy_id), 0, limit - 1)))
+        return [codec.decode_health(proxy_id, raw) for raw in raws]
+
+    def apply_health_check_result(self, result: HealthCheckResult) -> Op[Optional[Proxy]]:
+        """Apply a health check's status and checked_at and record it."""
+        status = ProxyStatus(result.status)
+        row = ProxyHealthRecord.model_construct(
+            id=uuid4(), proxy_id=result.proxy_id, checked_at=result.checked_at,
+            reachable=status in (ProxyStatus.ACTIVE, ProxyStatus.SLOW),
+            latency_ms=result.latency_ms, protocol=result.protocol, status_before=None,
+            status_after=status, error=result.error_message,
+        )
+        return (yield from self.record_health(result.proxy_id, row, apply=True))
+
+    def save_health_record(self, record: ProxyHealthRecord) -> Op[None]:
+        """Store an immutable health record; ProxyNotFoundError for an unknown proxy."""
+        proxy = yield from self.record_health(record.proxy_id, record, apply=False)
+        if proxy is None:
+            raise ProxyNotFoundError(f"Proxy {record.proxy_id} not found.")
+
+
+class _Stale:
+    """Marker: the pool behind a cached name changed; resolve the name again."""
+
+
+_STALE = _Stale()
+
+
+def stats_snapshot(pool_name: str, counters: Sequence[Any]) -> PoolStatsSnapshot:
+    """Build a PoolStatsSnapshot from the five pool counters."""
+    total, active, available, leased, leases = (int(v or 0) for v in counters)
+    return PoolStatsSnapshot.model_construct(
+        pool_name=pool_name, total_proxies=total, active_proxies=active,
+        available_proxies=available, leased_proxies=leased, total_leases=leases,
+        collected_at=datetime.now(timezone.utc),
+    )
+
+
+def pool_model(pool_id: UUID, name: Any, description: Any) -> ProxyPool:
+    """Build a ProxyPool from stored fields."""
+    return ProxyPool.model_construct(
+        id=pool_id, name=text(name), description=None if description is None else text(description)
+    )

@@ -1,0 +1,76 @@
+"""The one place where Redis key names are built.
+
+Every key has the configurable prefix. A pool's keys share the hash tag ``{p:<pool-uuid>}``,
+built from the pool's UUID and never from its user-supplied name, so each pool lives in one
+cluster slot and its scripts run on one node. The global registries share the tag
+``{global}``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from uuid import UUID
+
+
+class PoolKeys(NamedTuple):
+    """The keys of one pool, in the order every pool script receives them (``lua/_pool.lua``)."""
+
+    meta: str
+    state: str
+    counts: str
+    records: str
+    first: str
+    least: str
+    rr: str
+    latency: str
+    cursor: str
+    deadlines: str
+    leases: str
+    history: str
+
+    @property
+    def tag(self) -> str:
+        """Return the key prefix shared by all of this pool's keys."""
+        return self.meta[: -len("meta")]
+
+    def health(self, proxy_id: UUID | str) -> str:
+        """Return the key of a proxy's health history."""
+        return f"{self.tag}health:{proxy_id}"
+
+
+class GlobalKeys(NamedTuple):
+    """Registries that span pools."""
+
+    pool_ids: str
+    pool_names: str
+    consumers: str
+    deadlines: str
+
+
+class KeySchema:
+    """Build every key the storage uses from one prefix.
+
+    Parameters
+    ----------
+    prefix:
+        Namespace for all keys (default ``pharox``). Two storages with different prefixes
+        never see each other's data. It may not contain ``{`` or ``}``, which would change
+        the cluster hash tags.
+    """
+
+    def __init__(self, prefix: str = "pharox") -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must be non-empty and may not contain '{' or '}'")
+        self.prefix = prefix
+        g = f"{prefix}:{{global}}:"
+        self.globals = GlobalKeys(
+            pool_ids=f"{g}pool-ids",
+            pool_names=f"{g}pool-names",
+            consumers=f"{g}consumers",
+            deadlines=f"{g}deadlines",
+        )
+
+    def pool(self, pool_id: UUID | str) -> PoolKeys:
+        """Return the keys of the pool with this id."""
+        tag = f"{self.prefix}:{{p:{pool_id}}}:"
+        return PoolKeys(*(tag + field for field in PoolKeys._fields))

@@ -1,0 +1,277 @@
+"""``RedisStorage``: pharox's ``IStorage`` on a redis-py client.
+
+The class only executes the batches the sans-I/O core (``core.py``) yields; every reply is
+read as bytes (``NEVER_DECODE``), so the client's ``decode_responses`` setting does not
+matter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, TypeVar
+from uuid import UUID
+
+import redis
+from pharox import (
+    Consumer,
+    HealthCheckResult,
+    IStorage,
+    Lease,
+    PoolStatsSnapshot,
+    Proxy,
+    ProxyFilters,
+    ProxyHealthRecord,
+    ProxyNotFoundError,
+    ProxyPool,
+    SelectorStrategy,
+)
+from redis.backoff import ExponentialBackoff
+from redis.client import NEVER_DECODE
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from .core import Batch, Call, Op, ScriptCall, StorageCore
+from .errors import RedisStorageError
+from .keys import KeySchema
+from .scripts import sources
+
+T = TypeVar("T")
+_RAW = {NEVER_DECODE: True}
+DEFAULT_LEASE_RETENTION_SECONDS = 300.0
+DEFAULT_HEALTH_HISTORY = 100
+
+
+def wire_args(call: Call, shas: dict[str, str]) -> tuple[Any, ...]:
+    """Return the command a call sends (EVALSHA for scripts)."""
+    if isinstance(call, ScriptCall):
+        return ("EVALSHA", shas[call.name], len(call.keys), *call.keys, *call.args)
+    return tuple(call.args)
+
+
+def storage_error(exc: RedisError) -> RedisStorageError:
+    """Wrap a redis-py error in the pharox hierarchy."""
+    return RedisStorageError(f"Redis {type(exc).__name__}: {exc}")
+
+
+def default_client_options(socket_timeout: float) -> dict[str, Any]:
+    """Return the connection options ``from_url`` uses: timeouts and a bounded retry.
+
+    Re-sending a command is safe: every script is idempotent (see ``core.py``).
+    """
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "health_check_interval": 30,
+    }
+
+
+class RedisStorage(IStorage):
+    """Proxy pools, leases and health history in Redis, shared by any number of processes.
+
+    Parameters
+    ----------
+    client:
+        A redis-py client (``decode_responses`` on or off).
+    prefix:
+        Namespace of every key (see :class:`~pharox_redis.keys.KeySchema`).
+    lease_retention_seconds:
+        How long released and reclaimed lease records stay readable (``get_lease``,
+        ``list_leases``, idempotent retries). Memory grows with lease rate times retention.
+    health_history:
+        Most health records kept per proxy.
+    """
+
+    def __init__(
+        self,
+        client: "redis.Redis",
+        *,
+        prefix: str = "pharox",
+        lease_retention_seconds: float = DEFAULT_LEASE_RETENTION_SECONDS,
+        health_history: int = DEFAULT_HEALTH_HISTORY,
+    ) -> None:
+        self.client = client
+        self.core = StorageCore(KeySchema(prefix), lease_retention_seconds, health_history)
+        self._scripts = {name: client.register_script(src) for name, src in sources().items()}
+        self._shas = {name: script.sha for name, script in self._scripts.items()}
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, socket_timeout: float = 5.0, **options: Any
+    ) -> "RedisStorage":
+        """Connect to ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+        Parameters
+        ----------
+        url:
+            The Redis URL.
+        socket_timeout:
+            Seconds before a connect or a command times out; the call then raises
+            :class:`~pharox_redis.errors.RedisStorageError`.
+        **options:
+            ``prefix``, ``lease_retention_seconds`` and ``health_history`` go to the
+            storage; anything else to ``redis.Redis.from_url``.
+        """
+        own = {k: options.pop(k) for k in ("prefix", "lease_retention_seconds", "health_history")
+               if k in options}
+        client = redis.Redis.from_url(url, **{**default_client_options(socket_timeout), **options})
+        return cls(client, **own)
+
+    # ------------------------------------------------------------------ execution
+
+    def run(self, op: Op[T]) -> T:
+        """Drive a core operation to its result, one round trip per batch."""
+        try:
+            batch = next(op)
+            while True:
+                batch = op.send(self._execute(batch))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _execute(self, batch: Batch) -> list[Any]:
+        try:
+            if len(batch.calls) == 1 and not batch.atomic:
+                return [self._execute_one(batch.calls[0])]
+            return self._execute_pipeline(batch)
+        except RedisError as exc:
+            raise storage_error(exc) from exc
+
+    def _execute_one(self, call: Call) -> Any:
+        try:
+            return self.client.execute_command(*wire_args(call, self._shas), **_RAW)
+        except NoScriptError:
+            assert isinstance(call, ScriptCall)
+            self.client.script_load(self._scripts[call.name].script)
+            return self.client.execute_command(*wire_args(call, self._shas), **_RAW)
+
+    def _execute_pipeline(self, batch: Batch) -> list[Any]:
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=batch.atomic)
+            for call in batch.calls:
+                pipe.execute_command(*wire_args(call, self._shas), **_RAW)
+            replies: list[Any] = pipe.execute(raise_on_error=False)
+            unloaded = {c.name for c, r in zip(batch.calls, replies)
+                        if isinstance(c, ScriptCall) and isinstance(r, NoScriptError)}
+            if not unloaded or attempt == 2:
+                break
+            for name in unloaded:
+                self.client.script_load(self._scripts[name].script)
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                raise reply
+        return replies
+
+    # ------------------------------------------------------------------ IStorage
+
+    def find_available_proxy(
+        self,
+        pool_name: str,
+        filters: Optional[ProxyFilters] = None,
+        selector: Optional[SelectorStrategy] = None,
+    ) -> Optional[Proxy]:
+        """Return the first available proxy of a pool in selector order matching filters."""
+        return self.run(self.core.find_available_proxy(pool_name, filters, selector))
+
+    def create_lease(self, proxy: Proxy, consumer_name: str, duration_seconds: int) -> Lease:
+        """Lease a proxy atomically; raises ProxyUnavailableError when it is full."""
+        return self.run(self.core.create_lease(proxy, consumer_name, duration_seconds))
+
+    def ensure_consumer(self, consumer_name: str) -> UUID:
+        """Return a consumer's id, creating it if needed (concurrent callers get one id)."""
+        return self.run(self.core.ensure_consumer(consumer_name))
+
+    def release_lease(self, lease: Lease) -> None:
+        """Release a lease; idempotent."""
+        self.run(self.core.release_lease(lease))
+
+    def cleanup_expired_leases(self) -> int:
+        """Reclaim expired leases of every pool and return how many."""
+        return self.run(self.core.cleanup_expired_leases())
+
+    def apply_health_check_result(self, result: HealthCheckResult) -> Optional[Proxy]:
+        """Apply a health check to its proxy; None when the proxy is unknown."""
+        return self.run(self.core.apply_health_check_result(result))
+
+    def get_last_health_result(self, proxy_id: UUID) -> Optional[HealthCheckResult]:
+        """Return the newest health result of a proxy, or None."""
+        from .codec import health_result
+
+        records = self.run(self.core.health_records(proxy_id, 1))
+        return health_result(records[0]) if records else None
+
+    def get_pool_stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
+        """Return a pool's counters in one round trip, or None for an unknown pool."""
+        return self.run(self.core.get_pool_stats(pool_name))
+
+    def add_proxies_bulk(self, proxies: Sequence[Proxy]) -> int:
+        """Insert or update many proxies, pipelined; nothing is written if a pool is missing."""
+        return self.run(self.core.save_proxies(list(proxies)))
+
+    def save_pool(self, pool: ProxyPool) -> None:
+        """Insert or update a pool."""
+        self.run(self.core.save_pool(pool))
+
+    def get_pool(self, pool_id: str) -> ProxyPool:
+        """Return a pool by id."""
+        return self.run(self.core.get_pool(pool_id))
+
+    def list_pools(self) -> Sequence[ProxyPool]:
+        """Return all pools."""
+        return self.run(self.core.list_pools())
+
+    def delete_pool(self, pool_id: str) -> None:
+        """Delete a pool and everything in it."""
+        self.run(self.core.delete_pool(pool_id))
+
+    def save_proxy(self, proxy: Proxy) -> None:
+        """Insert or update a proxy, keeping its lease count."""
+        self.run(self.core.save_proxies([proxy]))
+
+    def get_proxy(self, proxy_id: str) -> Proxy:
+        """Return a proxy by id."""
+        proxy = self.run(self.core.get_proxy(proxy_id))
+        if proxy is None:
+            raise ProxyNotFoundError(f"Proxy {proxy_id!r} not found.")
+        return proxy
+
+    def list_proxies(self, pool_id: str) -> Sequence[Proxy]:
+        """Return all proxies of a pool."""
+        return self.run(self.core.list_proxies(pool_id))
+
+    def delete_proxy(self, proxy_id: str) -> None:
+        """Delete a proxy."""
+        self.run(self.core.delete_proxy(proxy_id))
+
+    def get_lease(self, lease_id: str) -> Optional[Lease]:
+        """Return a lease by id, or None."""
+        return self.run(self.core.get_lease(lease_id))
+
+    def list_leases(self, consumer_id: Optional[str] = None) -> Sequence[Lease]:
+        """Return leases, optionally of one consumer."""
+        return self.run(self.core.list_leases(consumer_id))
+
+    def save_health_record(self, record: ProxyHealthRecord) -> None:
+        """Store a health record."""
+        self.run(self.core.save_health_record(record))
+
+    def list_health_records(self, proxy_id: UUID, limit: int = 100) -> Sequence[ProxyHealthRecord]:
+        """Return a proxy's most recent health records, newest first."""
+        return self.run(self.core.health_records(proxy_id, limit))
+
+    # ------------------------------------------------------------------ pharox helpers
+
+    def add_pool(self, pool: ProxyPool) -> None:
+        """Alias of ``save_pool`` for ``pharox.utils.bootstrap`` and ``benchmarks``."""
+        self.save_pool(pool)
+
+    def add_proxy(self, proxy: Proxy) -> None:
+        """Alias of ``save_proxy`` for ``pharox.utils.bootstrap`` and ``benchmarks``."""
+        self.save_proxy(proxy)
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        """Register a consumer with its given id."""
+        self.run(self.core.add_consumer(consumer.id, consumer.name))
+
+    def get_proxy_by_id(self, proxy_id: UUID) -> Optional[Proxy]:
+        """Return a proxy by id, or None."""
+        return self.run(self.core.get_proxy(proxy_id))
