@@ -139,6 +139,7 @@ def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
     ValueError
         When a field holds a value pharox's model would reject (models are not
         re-validated on assignment) or coordinates are not finite and in range.
+
     """
     if not isinstance(proxy, Proxy):
         raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")

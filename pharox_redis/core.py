@@ -37,7 +37,7 @@ from pharox import (
 from . import codec
 from .codec import text
 from .filters import CompiledFilter, compile_filters
-from .keys import KeySchema, PoolKeys
+from .keys import KeySchema
 
 T = TypeVar("T")
 
@@ -103,6 +103,7 @@ def lease_duration_us(seconds: Any) -> int:
     ------
     InvalidLeaseError
         Unless ``seconds`` is a finite number in (0, 100 years].
+
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise InvalidLeaseError(f"duration_seconds must be a number, got {seconds!r}")
@@ -130,6 +131,7 @@ class StorageCore:
         How long released and reclaimed lease records are kept.
     health_history:
         Most health records kept per proxy.
+
     """
 
     def __init__(self, keys: KeySchema, lease_retention_seconds: float, health_history: int):
@@ -174,7 +176,7 @@ class StorageCore:
         found = yield Batch(
             [Command(("HEXISTS", self.keys.pool(p).state, str(proxy_id))) for p in pools]
         )
-        for pool, hit in zip(pools, found):
+        for pool, hit in zip(pools, found, strict=True):
             if hit:
                 self._remember(proxy_id, pool)
                 return pool
@@ -190,8 +192,11 @@ class StorageCore:
         """Return a proxy stored in a given pool, or None."""
         pk, pid = self.keys.pool(pool_id), str(proxy_id)
         state, count, record = yield Batch(
-            (Command(("HGET", pk.state, pid)), Command(("HGET", pk.counts, pid)),
-             Command(("HGET", pk.records, pid)))
+            (
+                Command(("HGET", pk.state, pid)),
+                Command(("HGET", pk.counts, pid)),
+                Command(("HGET", pk.records, pid)),
+            )
         )
         if state is None or record is None:
             return None
@@ -207,8 +212,10 @@ class StorageCore:
             return cached
         key = self.keys.globals.consumers
         _, raw = yield Batch(
-            (Command(("HSETNX", key, consumer_name, str(uuid4()))),
-             Command(("HGET", key, consumer_name))),
+            (
+                Command(("HSETNX", key, consumer_name, str(uuid4()))),
+                Command(("HGET", key, consumer_name)),
+            ),
             atomic=True,
         )
         consumer_id = UUID(text(raw))
@@ -253,9 +260,20 @@ class StorageCore:
         pk = self.keys.pool(pool_id)
         offset = 0
         while True:
-            (reply,) = yield one(ScriptCall("find", pk, (
-                pool_name, strategy.value, compiled.json, offset, SCAN_BUDGET, MAX_UNDECIDED,
-            )))
+            (reply,) = yield one(
+                ScriptCall(
+                    "find",
+                    pk,
+                    (
+                        pool_name,
+                        strategy.value,
+                        compiled.json,
+                        offset,
+                        SCAN_BUDGET,
+                        MAX_UNDECIDED,
+                    ),
+                )
+            )
             if text(reply[0]) != "ok":
                 return _STALE
             items = reply[2:]
@@ -290,13 +308,23 @@ class StorageCore:
             if pool_id is None:
                 break
             member = f"{pool_id}:{lease_id}"
-            reply, _ = yield Batch((
-                ScriptCall("lease", self.keys.pool(pool_id), (
-                    "", str(proxy.id), str(lease_id), str(consumer_id), duration_us,
-                    self.retention_us,
-                )),
-                ScriptCall("schedule", (deadlines,), (member, duration_us)),
-            ))
+            reply, _ = yield Batch(
+                (
+                    ScriptCall(
+                        "lease",
+                        self.keys.pool(pool_id),
+                        (
+                            "",
+                            str(proxy.id),
+                            str(lease_id),
+                            str(consumer_id),
+                            duration_us,
+                            self.retention_us,
+                        ),
+                    ),
+                    ScriptCall("schedule", (deadlines,), (member, duration_us)),
+                )
+            )
             code = text(reply[0])
             if code in ("ok", "exists"):
                 self._remember(proxy.id, pool_id)
@@ -320,10 +348,12 @@ class StorageCore:
             if found is None:
                 return
             pool_id = found[0]
-        yield Batch((
-            ScriptCall("release", self.keys.pool(pool_id), (str(lease.id), self.retention_us)),
-            Command(("ZREM", self.keys.globals.deadlines, f"{pool_id}:{lease.id}")),
-        ))
+        yield Batch(
+            (
+                ScriptCall("release", self.keys.pool(pool_id), (str(lease.id), self.retention_us)),
+                Command(("ZREM", self.keys.globals.deadlines, f"{pool_id}:{lease.id}")),
+            )
+        )
 
     def cleanup_expired_leases(self) -> Op[int]:
         """Reclaim every expired lease; costs one round trip when none has expired."""
@@ -338,14 +368,16 @@ class StorageCore:
                 pool, _, lease = text(member).partition(":")
                 by_pool.setdefault(pool, []).append(lease)
             calls: list[Call] = [
-                ScriptCall("reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH, *ids))
+                ScriptCall(
+                    "reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH, *ids)
+                )
                 for pool, ids in by_pool.items()
             ]
             calls.append(Command(("ZREM", deadlines, *due)))
             replies = yield Batch(calls)
             pending: list[Any] = []
             more: list[str] = []
-            for pool, reply in zip(by_pool, replies):
+            for pool, reply in zip(by_pool, replies[:-1], strict=True):
                 reclaimed += int(reply[0])
                 if int(reply[1]):
                     more.append(pool)
@@ -355,9 +387,11 @@ class StorageCore:
                 yield one(Command(("ZADD", deadlines, *pending)))
             for pool in more:
                 while True:
-                    (reply,) = yield one(ScriptCall(
-                        "reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH)
-                    ))
+                    (reply,) = yield one(
+                        ScriptCall(
+                            "reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH)
+                        )
+                    )
                     reclaimed += int(reply[0])
                     if not int(reply[1]):
                         break
@@ -384,8 +418,9 @@ class StorageCore:
             raise ValueError(f"expected a pharox ProxyPool, got {type(pool).__name__}")
         name = _check_name(pool.name, "pool name")
         g = self.keys.globals
-        (reply,) = yield one(ScriptCall("register_pool", (g.pool_ids, g.pool_names),
-                                        (str(pool.id), name)))
+        (reply,) = yield one(
+            ScriptCall("register_pool", (g.pool_ids, g.pool_names), (str(pool.id), name))
+        )
         if text(reply[0]) == "conflict":
             raise ValueError(f"pool name {name!r} is already used by pool {text(reply[1])}")
         meta = self.keys.pool(pool.id).meta
@@ -418,7 +453,9 @@ class StorageCore:
         metas = yield Batch(
             [Command(("HMGET", self.keys.pool(p).meta, "name", "description")) for p in ids]
         )
-        return [pool_model(p, v[0], v[1]) for p, v in zip(ids, metas) if v[0] is not None]
+        return [
+            pool_model(p, v[0], v[1]) for p, v in zip(ids, metas, strict=True) if v[0] is not None
+        ]
 
     def delete_pool(self, pool_id: str) -> Op[None]:
         """Delete a pool with its proxies, leases, health history and indexes."""
@@ -459,7 +496,7 @@ class StorageCore:
             [Command(("EXISTS", self.keys.pool(p).meta)) for p in targets]
             + [Command(("HKEYS", self.keys.globals.pool_ids))]
         )
-        for pool, hit in zip(targets, exists):
+        for pool, hit in zip(targets, exists, strict=True):
             if not hit:
                 raise PoolNotFoundError(f"Pool with ID {pool} does not exist.")
         yield from self._refuse_moves(groups, [UUID(text(p)) for p in registry])
@@ -495,8 +532,8 @@ class StorageCore:
         replies = yield Batch(
             [Command(("HMGET", self.keys.pool(o).state, *ids)) for _, o, ids in checks]
         )
-        for (target, other, ids), values in zip(checks, replies):
-            for proxy_id, value in zip(ids, values):
+        for (target, other, ids), values in zip(checks, replies, strict=True):
+            for proxy_id, value in zip(ids, values, strict=True):
                 if value is not None:
                     raise ValueError(
                         f"proxy {proxy_id} belongs to pool {other}; delete it there before "
@@ -523,10 +560,14 @@ class StorageCore:
         if uid is None:
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
         pk = self.keys.pool(uid)
-        exists, states, counts, records = yield Batch((
-            Command(("EXISTS", pk.meta)), Command(("HGETALL", pk.state)),
-            Command(("HGETALL", pk.counts)), Command(("HGETALL", pk.records)),
-        ))
+        exists, states, counts, records = yield Batch(
+            (
+                Command(("EXISTS", pk.meta)),
+                Command(("HGETALL", pk.state)),
+                Command(("HGETALL", pk.counts)),
+                Command(("HGETALL", pk.records)),
+            )
+        )
         if not exists:
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
         out = [
@@ -540,13 +581,15 @@ class StorageCore:
         """Delete a proxy by id; ProxyNotFoundError when missing or not a UUID."""
         uid = parse_uuid(proxy_id)
         for refresh in (False, True):
-            pool_id = None if uid is None else (yield from self.locate(uid, refresh))
+            if uid is None:
+                break
+            pool_id = yield from self.locate(uid, refresh)
             if pool_id is None:
                 break
             pk = self.keys.pool(pool_id)
             (reply,) = yield one(ScriptCall("delete_proxy", (*pk, pk.health(uid)), (str(uid),)))
             if text(reply[0]) == "ok":
-                self._proxy_pools.pop(uid, None)  # type: ignore[arg-type]
+                self._proxy_pools.pop(uid, None)
                 return
         raise ProxyNotFoundError(f"Proxy {proxy_id!r} not found.")
 
@@ -557,8 +600,10 @@ class StorageCore:
         if not pools:
             return None
         ids = list(pools)
-        raws = yield Batch([Command(("HGET", self.keys.pool(p).leases, str(lease_id))) for p in ids])
-        for pool, raw in zip(ids, raws):
+        raws = yield Batch(
+            [Command(("HGET", self.keys.pool(p).leases, str(lease_id))) for p in ids]
+        )
+        for pool, raw in zip(ids, raws, strict=True):
             if raw is not None:
                 return pool, pools[pool], raw
         return None
@@ -587,7 +632,7 @@ class StorageCore:
             return []
         tables = yield Batch([Command(("HGETALL", self.keys.pool(p).leases)) for p in ids])
         out = []
-        for pool, table in zip(ids, tables):
+        for pool, table in zip(ids, tables, strict=True):
             for lid, raw in table.items():
                 if wanted is None or codec.lease_consumer(raw) == str(wanted):
                     out.append(codec.decode_lease(lid, raw, pool, pools[pool]))
@@ -601,11 +646,18 @@ class StorageCore:
         """Store a health record; with ``apply`` also set the proxy's status and checked_at."""
         checked = codec.to_us(row.checked_at)
         args = (
-            str(proxy_id), "1" if apply else "0", str(row.id), checked,
+            str(proxy_id),
+            "1" if apply else "0",
+            str(row.id),
+            checked,
             "1" if row.reachable else "0",
             "" if row.latency_ms is None else int(row.latency_ms),
-            row.protocol.value, row.status_before.value if row.status_before else "",
-            row.status_after.value, row.error or "", codec.checked_key(checked), str(-checked),
+            row.protocol.value,
+            row.status_before.value if row.status_before else "",
+            row.status_after.value,
+            row.error or "",
+            codec.checked_key(checked),
+            str(-checked),
             self.health_history,
         )
         for refresh in (False, True):
@@ -633,10 +685,15 @@ class StorageCore:
         """Apply a health check's status and checked_at and record it."""
         status = ProxyStatus(result.status)
         row = ProxyHealthRecord.model_construct(
-            id=uuid4(), proxy_id=result.proxy_id, checked_at=result.checked_at,
+            id=uuid4(),
+            proxy_id=result.proxy_id,
+            checked_at=result.checked_at,
             reachable=status in (ProxyStatus.ACTIVE, ProxyStatus.SLOW),
-            latency_ms=result.latency_ms, protocol=result.protocol, status_before=None,
-            status_after=status, error=result.error_message,
+            latency_ms=result.latency_ms,
+            protocol=result.protocol,
+            status_before=None,
+            status_after=status,
+            error=result.error_message,
         )
         return (yield from self.record_health(result.proxy_id, row, apply=True))
 
@@ -658,8 +715,12 @@ def stats_snapshot(pool_name: str, counters: Sequence[Any]) -> PoolStatsSnapshot
     """Build a PoolStatsSnapshot from the five pool counters."""
     total, active, available, leased, leases = (int(v or 0) for v in counters)
     return PoolStatsSnapshot.model_construct(
-        pool_name=pool_name, total_proxies=total, active_proxies=active,
-        available_proxies=available, leased_proxies=leased, total_leases=leases,
+        pool_name=pool_name,
+        total_proxies=total,
+        active_proxies=active,
+        available_proxies=available,
+        leased_proxies=leased,
+        total_leases=leases,
         collected_at=datetime.now(timezone.utc),
     )
 

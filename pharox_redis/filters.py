@@ -40,6 +40,7 @@ def compile_filters(filters: Optional[ProxyFilters]) -> CompiledFilter:
     ValueError
         When the tree is deeper than ``MAX_FILTER_DEPTH``, has more than
         ``MAX_FILTER_NODES`` nodes, or holds coordinates that are not finite and in range.
+
     """
     if filters is None:
         return NO_FILTER

@@ -56,6 +56,7 @@ class KeySchema:
         Namespace for all keys (default ``pharox``). Two storages with different prefixes
         never see each other's data. It may not contain ``{`` or ``}``, which would change
         the cluster hash tags.
+
     """
 
     def __init__(self, prefix: str = "pharox") -> None:

@@ -40,8 +40,11 @@ def sources() -> dict[str, str]:
     """Return each script's complete source by name."""
     folder = lua_dir()
     prelude = (folder / "_pool.lua").read_text(encoding="utf-8")
-    out = {name: prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
-           for name in POOL_SCRIPTS}
-    out.update({name: (folder / f"{name}.lua").read_text(encoding="utf-8")
-                for name in GLOBAL_SCRIPTS})
+    out = {
+        name: prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
+        for name in POOL_SCRIPTS
+    }
+    out.update(
+        {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in GLOBAL_SCRIPTS}
+    )
     return out

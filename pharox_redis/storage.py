@@ -47,6 +47,11 @@ def wire_args(call: Call, shas: dict[str, str]) -> tuple[Any, ...]:
     return tuple(call.args)
 
 
+def send(target: Any, call: Call, shas: dict[str, str]) -> Any:
+    """Send a call on a client or queue it on a pipeline; replies stay bytes."""
+    return target.execute_command(*wire_args(call, shas), **_RAW)
+
+
 def storage_error(exc: RedisError) -> RedisStorageError:
     """Wrap a redis-py error in the pharox hierarchy."""
     return RedisStorageError(f"Redis {type(exc).__name__}: {exc}")
@@ -80,11 +85,12 @@ class RedisStorage(IStorage):
         ``list_leases``, idempotent retries). Memory grows with lease rate times retention.
     health_history:
         Most health records kept per proxy.
+
     """
 
     def __init__(
         self,
-        client: "redis.Redis",
+        client: redis.Redis,
         *,
         prefix: str = "pharox",
         lease_retention_seconds: float = DEFAULT_LEASE_RETENTION_SECONDS,
@@ -96,9 +102,7 @@ class RedisStorage(IStorage):
         self._shas = {name: script.sha for name, script in self._scripts.items()}
 
     @classmethod
-    def from_url(
-        cls, url: str, *, socket_timeout: float = 5.0, **options: Any
-    ) -> "RedisStorage":
+    def from_url(cls, url: str, *, socket_timeout: float = 5.0, **options: Any) -> RedisStorage:
         """Connect to ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
         Parameters
@@ -111,9 +115,13 @@ class RedisStorage(IStorage):
         **options:
             ``prefix``, ``lease_retention_seconds`` and ``health_history`` go to the
             storage; anything else to ``redis.Redis.from_url``.
+
         """
-        own = {k: options.pop(k) for k in ("prefix", "lease_retention_seconds", "health_history")
-               if k in options}
+        own = {
+            k: options.pop(k)
+            for k in ("prefix", "lease_retention_seconds", "health_history")
+            if k in options
+        }
         client = redis.Redis.from_url(url, **{**default_client_options(socket_timeout), **options})
         return cls(client, **own)
 
@@ -138,20 +146,23 @@ class RedisStorage(IStorage):
 
     def _execute_one(self, call: Call) -> Any:
         try:
-            return self.client.execute_command(*wire_args(call, self._shas), **_RAW)
+            return send(self.client, call, self._shas)
         except NoScriptError:
             assert isinstance(call, ScriptCall)
             self.client.script_load(self._scripts[call.name].script)
-            return self.client.execute_command(*wire_args(call, self._shas), **_RAW)
+            return send(self.client, call, self._shas)
 
     def _execute_pipeline(self, batch: Batch) -> list[Any]:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=batch.atomic)
             for call in batch.calls:
-                pipe.execute_command(*wire_args(call, self._shas), **_RAW)
+                send(pipe, call, self._shas)
             replies: list[Any] = pipe.execute(raise_on_error=False)
-            unloaded = {c.name for c, r in zip(batch.calls, replies)
-                        if isinstance(c, ScriptCall) and isinstance(r, NoScriptError)}
+            unloaded = {
+                c.name
+                for c, r in zip(batch.calls, replies, strict=True)
+                if isinstance(c, ScriptCall) and isinstance(r, NoScriptError)
+            }
             if not unloaded or attempt == 2:
                 break
             for name in unloaded:
