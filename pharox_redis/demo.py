@@ -1,4 +1,3 @@
-# mypy: disable-error-code="import-untyped"
 """A short tour of pharox-redis: ``python -m pharox_redis [--url URL | --fakeredis]``.
 
 The backend is chosen in this order:
@@ -18,6 +17,7 @@ then hammers the pool from a few threads and prints the final pool counters.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import threading
 import time
@@ -44,6 +44,7 @@ from pharox import (
     SelectorStrategy,
 )
 
+from .errors import RedisStorageError
 from .server import RedisServer, redis_server_binary
 from .storage import RedisStorage
 
@@ -51,7 +52,7 @@ POOL_NAME = "demo"
 THREADS = 4
 CYCLES_PER_THREAD = 200
 FAKEREDIS_HINT = (
-    "pharox-redis demo: no REDIS_URL, no redis-server on PATH and fakeredis is not installed.\n"
+    "pharox-redis demo: no REDIS_URL, no redis-server on PATH, and no fakeredis[lua].\n"
     "Either install a server (e.g. `apt-get install redis-server`), point REDIS_URL at one,\n"
     "or install the fake: `pip install 'fakeredis[lua]'` (or `pip install -e '.[test]'`)."
 )
@@ -104,7 +105,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def server_version(client: Any) -> str:
-    """Return the ``redis_version`` a client's server reports, or ``"?"``.
+    """Return the ``redis_version`` a client's server reports (this checks the connection).
 
     Parameters
     ----------
@@ -114,14 +115,15 @@ def server_version(client: Any) -> str:
     Returns
     -------
     str
-        The version string.
+        The version string, ``"?"`` when the server does not say.
+
+    Raises
+    ------
+    redis.RedisError
+        When the server cannot be reached.
 
     """
-    try:
-        info = client.info("server")
-    except redis.RedisError:
-        return "?"
-    return str(info.get("redis_version", "?"))
+    return str(client.info("server").get("redis_version", "?"))
 
 
 def redact(url: str) -> str:
@@ -189,6 +191,8 @@ def open_backend(url: Optional[str], force_fake: bool, why_url: str) -> Iterator
             return
         import fakeredis
 
+        if importlib.util.find_spec("lupa") is None:  # fakeredis runs Lua scripts with lupa
+            raise ModuleNotFoundError("fakeredis needs lupa for EVALSHA", name="fakeredis")
         client = fakeredis.FakeRedis()
         stack.callback(client.close)
         reason = "--fakeredis given" if force_fake else "REDIS_URL not set, no redis-server on PATH"
@@ -499,6 +503,10 @@ def main(argv: list[str]) -> int:
         if exc.name != "fakeredis":
             raise
         print(FAKEREDIS_HINT)
+        return 1
+    except (RedisStorageError, redis.RedisError) as exc:
+        where = redact(url) if url is not None else "the demo's Redis"
+        print(f"error: {where}: {exc}")
         return 1
     if not clean:
         print("ERROR: some leases were not returned")
