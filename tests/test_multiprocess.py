@@ -22,17 +22,15 @@ from typing import Any
 import pytest
 from pharox import (
     LeaseStatus,
-    Proxy,
     ProxyManager,
-    ProxyPool,
-    ProxyProtocol,
-    ProxyStatus,
     ProxyUnavailableError,
     SelectorStrategy,
 )
 
 from pharox_redis import RedisStorage
 from pharox_redis.server import RedisServer
+
+from .helpers import make_pool, make_proxy
 
 WORKERS = 8
 PROXIES = 4
@@ -181,15 +179,9 @@ def test_concurrent_processes_never_exceed_max_concurrency(redis_server: RedisSe
     pool_name = f"pool-{prefix}"
     storage = RedisStorage.from_url(redis_server.url, prefix=prefix, lease_retention_seconds=600)
     try:
-        pool = ProxyPool(name=pool_name)
-        storage.save_pool(pool)
-        proxies = [
-            Proxy(host=f"127.0.0.{i + 1}", port=8000 + i, protocol=ProxyProtocol.HTTP,
-                  pool_id=pool.id, status=ProxyStatus.ACTIVE, max_concurrency=MAX_CONCURRENCY)
-            for i in range(PROXIES)
-        ]
-        for proxy in proxies:
-            storage.save_proxy(proxy)
+        pool = make_pool(storage, pool_name)
+        proxies = [make_proxy(pool, i, max_concurrency=MAX_CONCURRENCY) for i in range(PROXIES)]
+        storage.add_proxies_bulk(proxies)
 
         reports = _run_workers(redis_server.url, prefix, pool_name)
 
