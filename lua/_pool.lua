@@ -124,4 +124,41 @@ local function end_lease(lease_id, raw, now, retention_us)
   return encoded
 end
 
+-- The pool counters in _STATS order (total, active, available, leased, leases), appended
+-- to a reply so the caller has the pool stats without another round trip.
+local function append_counters(out)
+  local values = redis.call('HMGET', K_META, unpack(COUNTERS))
+  for i = 1, 5 do
+    out[#out + 1] = tonumber(values[i]) or 0
+  end
+  return out
+end
+
+-- Release at most `batch` of this pool's leases whose deadline has passed. Returns how many
+-- were released and whether the batch was full (more may be due).
+local function reclaim_due(now, retention_us, batch)
+  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', int_str(now), 'LIMIT', 0, batch)
+  for _, lease_id in ipairs(due) do
+    redis.call('ZREM', K_DEADLINES, lease_id)
+    local raw = redis.call('HGET', K_LEASES, lease_id)
+    if raw then
+      end_lease(lease_id, raw, now, retention_us)
+    end
+  end
+  return #due, #due == batch
+end
+
+-- Create lease `lease_id` on proxy `id` (loaded as `p`, known to be available) and return
+-- its record JSON.
+local function start_lease(id, p, lease_id, consumer_id, now, duration_us)
+  local rec = cjson.encode({
+    proxy = id, consumer = consumer_id,
+    acquired = int_str(now), expires = int_str(now + duration_us),
+  })
+  redis.call('HSET', K_LEASES, lease_id, rec)
+  redis.call('ZADD', K_DEADLINES, int_str(now + duration_us), lease_id)
+  set_leases(id, p, p.n + 1)
+  return rec
+end
+
 -- Code shared above; the script's own body follows.

@@ -1,8 +1,42 @@
--- due.lua: the global deadline entries whose time has come on the server clock.
--- KEYS[1] <prefix>:{global}:deadlines  zset  "<pool id>:<lease id>" -> expires_at_us
--- ARGV[1] most entries returned (integer >= 1)
--- Returns the members, earliest first
+-- due.lua: hand out the pools whose deadline hint has come, after putting back the hints of
+-- the pools the caller has just reclaimed. A pool handed out is claimed: its hint moves
+-- `grace` into the future, so if the caller dies before putting it back, cleanup visits the
+-- pool again then.
+-- KEYS[1] <prefix>:{global}:deadlines  zset  pool id -> earliest deadline hint (us)
+-- ARGV[1] most pools handed out (integer >= 1)
+-- ARGV[2] grace in microseconds (integer > 0)
+-- ARGV[3..] triples to put back: pool id, the claim this call's caller got, the pool's
+--   earliest remaining deadline ('' for none). A hint a lease moved earlier since the claim
+--   is kept when it is earlier.
+-- Returns flat pairs (pool id, claim) of the pools handed out, earliest first
+local batch, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
+local key = KEYS[1]
+
+for i = 3, #ARGV, 3 do
+  local pool, claim, nxt = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local current = tonumber(redis.call('ZSCORE', key, pool))
+  if current == nil or current == tonumber(claim) then
+    if nxt == '' then
+      if current then
+        redis.call('ZREM', key, pool)
+      end
+    else
+      redis.call('ZADD', key, nxt, pool)
+    end
+  elseif nxt ~= '' and tonumber(nxt) < current then
+    redis.call('ZADD', key, nxt, pool)
+  end
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now),
-                  'LIMIT', 0, tonumber(ARGV[1]))
+local claim = string.format('%.0f', now + grace)
+local due = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.0f', now),
+                       'LIMIT', 0, batch)
+local out = {}
+for _, pool in ipairs(due) do
+  redis.call('ZADD', key, claim, pool)
+  out[#out + 1] = pool
+  out[#out + 1] = claim
+end
+return out

@@ -1,4 +1,5 @@
--- lease.lua: lease one given proxy if it is still available (compare-and-lease).
+-- lease.lua: lease one given proxy if it is still available (compare-and-lease). Used by
+-- create_lease and by acquires whose candidate a Python predicate chose.
 -- KEYS[1..12] the pool block (see _pool.lua)
 -- ARGV[1] pool name the caller expects, or '' to accept any (string)
 -- ARGV[2] proxy id (UUID string)
@@ -7,10 +8,13 @@
 -- ARGV[4] consumer id (UUID string)
 -- ARGV[5] lease duration in microseconds (integer > 0)
 -- ARGV[6] retention of released lease records in microseconds (integer >= 0)
--- Returns {'ok', pool name, lease JSON} | {'exists', pool name, lease JSON} | {'nopool'}
---   | {'stale', pool name} | {'missing'} | {'unavailable'}
+-- ARGV[7] '1' to make this proxy the ROUND_ROBIN cursor, else '0'
+-- Returns {'ok', pool name, lease JSON, lease count, total, active, available, leased,
+--   leases} | {'exists', ... same} | {'nopool'} | {'stale', pool name} | {'missing'}
+--   | {'unavailable'}
 local expected_name, proxy_id, lease_id = ARGV[1], ARGV[2], ARGV[3]
-local consumer_id, duration_us = ARGV[4], tonumber(ARGV[5])
+local consumer_id, duration_us, retention_us = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local move_cursor = ARGV[7] == '1'
 
 local name = redis.call('HGET', K_META, 'name')
 if not name then
@@ -19,9 +23,15 @@ end
 if expected_name ~= '' and name ~= expected_name then
   return {'stale', name}
 end
+
+local function reply(code, rec)
+  local id = cjson.decode(rec).proxy
+  return append_counters({code, name, rec, tonumber(redis.call('HGET', K_COUNTS, id)) or 0})
+end
+
 local existing = redis.call('HGET', K_LEASES, lease_id)
 if existing then
-  return {'exists', name, existing}
+  return reply('exists', existing)
 end
 local p = load_proxy(proxy_id)
 if not p then
@@ -32,12 +42,9 @@ if not available(p) then
 end
 
 local now = now_us()
-local rec = cjson.encode({
-  proxy = proxy_id, consumer = consumer_id,
-  acquired = int_str(now), expires = int_str(now + duration_us),
-})
-redis.call('HSET', K_LEASES, lease_id, rec)
-redis.call('ZADD', K_DEADLINES, int_str(now + duration_us), lease_id)
-set_leases(proxy_id, p, p.n + 1)
+local rec = start_lease(proxy_id, p, lease_id, consumer_id, now, duration_us)
+if move_cursor then
+  redis.call('SET', K_CURSOR, proxy_id)
+end
 purge_history(now)
-return {'ok', name, rec}
+return reply('ok', rec)

@@ -3,7 +3,9 @@
 -- KEYS[1..12] the pool block (see _pool.lua)
 -- ARGV[1] lease id (UUID string)
 -- ARGV[2] retention of released lease records in microseconds (integer >= 0)
--- Returns {'released', lease JSON} | {'noop', lease JSON} | {'missing'} | {'nopool'}
+-- Returns {code, total, active, available, leased, leases, lease JSON}: the pool counters
+--   after the call, then the lease record; code 'released', or 'noop' when it was already
+--   over | {'missing', counters...} | {'nopool'}
 local lease_id, retention_us = ARGV[1], tonumber(ARGV[2])
 
 if redis.call('EXISTS', K_META) == 0 then
@@ -11,12 +13,15 @@ if redis.call('EXISTS', K_META) == 0 then
 end
 local raw = redis.call('HGET', K_LEASES, lease_id)
 if not raw then
-  return {'missing'}
+  return append_counters({'missing'})
 end
-if redis.call('ZREM', K_DEADLINES, lease_id) == 0 then
-  return {'noop', raw}
+local code = 'noop'
+if redis.call('ZREM', K_DEADLINES, lease_id) == 1 then
+  local now = now_us()
+  raw = end_lease(lease_id, raw, now, retention_us)
+  purge_history(now)
+  code = 'released'
 end
-local now = now_us()
-local rec = end_lease(lease_id, raw, now, retention_us)
-purge_history(now)
-return {'released', rec}
+local out = append_counters({code})
+out[#out + 1] = raw
+return out

@@ -1,6 +1,7 @@
 -- unregister_pool.lua: remove a pool from the global registry.
 -- KEYS[1] <prefix>:{global}:pool-ids    hash  pool id -> name
 -- KEYS[2] <prefix>:{global}:pool-names  hash  name -> pool id
+-- KEYS[3] <prefix>:{global}:deadlines   zset  pool id -> earliest deadline hint
 -- ARGV[1] pool id (UUID string)
 -- Returns {'ok'} | {'missing'}
 local pool_id = ARGV[1]
@@ -10,6 +11,7 @@ if not name then
   return {'missing'}
 end
 redis.call('HDEL', KEYS[1], pool_id)
+redis.call('ZREM', KEYS[3], pool_id)
 if redis.call('HGET', KEYS[2], name) == pool_id then
   redis.call('HDEL', KEYS[2], name)
 end

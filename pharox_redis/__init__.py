@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from .errors import RedisStorageError
+from .errors import LeaseLostError, RedisStorageError
 from .keys import KeySchema
+from .leased import LeasedProxy
+from .manager import RedisProxyManager
 from .storage import RedisStorage
 
 __version__ = "0.1.0"
 
-__all__ = ["KeySchema", "RedisStorage", "RedisStorageError", "__version__"]
+__all__ = [
+    "KeySchema",
+    "LeaseLostError",
+    "LeasedProxy",
+    "RedisProxyManager",
+    "RedisStorage",
+    "RedisStorageError",
+    "__version__",
+]

@@ -238,6 +238,12 @@ def decode_lease(
     )
 
 
+def lease_released_at(raw: bytes | str) -> Optional[datetime]:
+    """Return when a stored lease record was released, or None while it is active."""
+    released = _lease_decoder.decode(raw).released
+    return None if released is None else from_us(released)
+
+
 def lease_consumer(raw: bytes | str) -> str:
     """Return the consumer id of a stored lease record."""
     return _lease_decoder.decode(raw).consumer

@@ -44,7 +44,8 @@ T = TypeVar("T")
 MAX_LEASE_SECONDS = 100 * 365 * 24 * 3600
 SCAN_BUDGET = 1000  # candidates find.lua examines per call
 MAX_UNDECIDED = 64  # candidates find.lua hands to a Python predicate per call
-DUE_BATCH = 256  # global deadline entries cleanup takes per round trip
+DUE_BATCH = 256  # pools cleanup takes from the global deadline index per round trip
+CLAIM_GRACE_US = 30_000_000  # cleanup visits a pool again this late if its cleaner died
 RECLAIM_BATCH = 256  # expired leases reclaim.lua releases per call
 SAVE_CHUNK = 500  # proxies per save_proxies.lua call
 _PROXY_CACHE_LIMIT = 100_000
@@ -178,12 +179,13 @@ class StorageCore:
         )
         for pool, hit in zip(pools, found, strict=True):
             if hit:
-                self._remember(proxy_id, pool)
+                self.remember(proxy_id, pool)
                 return pool
         self._proxy_pools.pop(proxy_id, None)
         return None
 
-    def _remember(self, proxy_id: UUID, pool_id: UUID) -> None:
+    def remember(self, proxy_id: UUID, pool_id: UUID) -> None:
+        """Cache which pool holds a proxy (bounded; scripts detect stale entries)."""
         if len(self._proxy_pools) >= _PROXY_CACHE_LIMIT:
             self._proxy_pools.clear()
         self._proxy_pools[proxy_id] = pool_id
@@ -283,7 +285,7 @@ class StorageCore:
                 if decided == 1 or (filters is not None and filters.matches(proxy)):
                     if strategy is SelectorStrategy.ROUND_ROBIN and not (decided == 1 and i == 0):
                         yield one(Command(("SET", pk.cursor, str(proxy.id))))
-                    self._remember(proxy.id, pool_id)
+                    self.remember(proxy.id, pool_id)
                     return proxy
             if int(reply[1]) < 0:
                 return None
@@ -302,34 +304,17 @@ class StorageCore:
             raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")
         consumer_id = yield from self.ensure_consumer(consumer_name)
         lease_id = lease_id or uuid4()
-        deadlines = self.keys.globals.deadlines
         pool_id: Optional[UUID] = proxy.pool_id
         for refresh in (False, True):
             if pool_id is None:
                 break
-            member = f"{pool_id}:{lease_id}"
-            reply, _ = yield Batch(
-                (
-                    ScriptCall(
-                        "lease",
-                        self.keys.pool(pool_id),
-                        (
-                            "",
-                            str(proxy.id),
-                            str(lease_id),
-                            str(consumer_id),
-                            duration_us,
-                            self.retention_us,
-                        ),
-                    ),
-                    ScriptCall("schedule", (deadlines,), (member, duration_us)),
-                )
+            reply = yield from self.lease_proxy(
+                pool_id, "", str(proxy.id), lease_id, consumer_id, duration_us
             )
             code = text(reply[0])
             if code in ("ok", "exists"):
-                self._remember(proxy.id, pool_id)
+                self.remember(proxy.id, pool_id)
                 return codec.decode_lease(lease_id, reply[2], pool_id, text(reply[1]))
-            yield one(Command(("ZREM", deadlines, member)))
             if code == "unavailable":
                 raise ProxyUnavailableError(f"Proxy {proxy.id} is no longer available.")
             if refresh:
@@ -340,63 +325,88 @@ class StorageCore:
             pool_id = located
         raise ProxyNotFoundError(f"Proxy {proxy.id} not found.")
 
-    def release_lease(self, lease: Lease) -> Op[None]:
-        """Release a lease; a no-op when it is unknown, released or reclaimed."""
-        pool_id = lease.pool_id
-        if pool_id is None:
-            found = yield from self._lease_location(lease.id)
-            if found is None:
-                return
-            pool_id = found[0]
-        yield Batch(
+    def lease_proxy(
+        self,
+        pool_id: UUID,
+        expected_name: str,
+        proxy_id: str,
+        lease_id: UUID,
+        consumer_id: UUID,
+        duration_us: int,
+        move_cursor: bool = False,
+    ) -> Op[Any]:
+        """Run ``lua/lease.lua`` (compare-and-lease) and schedule cleanup; return its reply."""
+        reply, _ = yield Batch(
             (
-                ScriptCall("release", self.keys.pool(pool_id), (str(lease.id), self.retention_us)),
-                Command(("ZREM", self.keys.globals.deadlines, f"{pool_id}:{lease.id}")),
+                ScriptCall(
+                    "lease",
+                    self.keys.pool(pool_id),
+                    (
+                        expected_name,
+                        proxy_id,
+                        str(lease_id),
+                        str(consumer_id),
+                        duration_us,
+                        self.retention_us,
+                        "1" if move_cursor else "0",
+                    ),
+                ),
+                self.schedule(pool_id, duration_us),
             )
         )
+        return reply
+
+    def schedule(self, pool_id: UUID, duration_us: int) -> ScriptCall:
+        """Return the call that makes cleanup visit a pool when a new lease expires."""
+        return ScriptCall("schedule", (self.keys.globals.deadlines,), (str(pool_id), duration_us))
+
+    def release(self, lease: Lease) -> Op[Optional[list[Any]]]:
+        """Release a lease (see ``lua/release.lua``) and return the script's reply.
+
+        None when the lease's pool is unknown or gone. Releasing is idempotent.
+        """
+        pool_id = lease.pool_id
+        if pool_id is None:
+            found = yield from self.lease_location(lease.id)
+            if found is None:
+                return None
+            pool_id = found[0]
+        (reply,) = yield one(
+            ScriptCall("release", self.keys.pool(pool_id), (str(lease.id), self.retention_us))
+        )
+        return None if text(reply[0]) == "nopool" else list(reply)
+
+    def release_lease(self, lease: Lease) -> Op[None]:
+        """Release a lease; a no-op when it is unknown, released or reclaimed."""
+        yield from self.release(lease)
 
     def cleanup_expired_leases(self) -> Op[int]:
-        """Reclaim every expired lease; costs one round trip when none has expired."""
+        """Reclaim every expired lease; costs one round trip when none has expired.
+
+        The global index names the pools that may hold expired leases (``lua/due.lua``);
+        each is reclaimed in bounded batches, and its hint is put back by the next call.
+        """
         deadlines = self.keys.globals.deadlines
         reclaimed = 0
+        put_back: list[Any] = []
         while True:
-            (due,) = yield one(ScriptCall("due", (deadlines,), (DUE_BATCH,)))
+            (due,) = yield one(
+                ScriptCall("due", (deadlines,), (DUE_BATCH, CLAIM_GRACE_US, *put_back))
+            )
             if not due:
                 return reclaimed
-            by_pool: dict[str, list[str]] = {}
-            for member in due:
-                pool, _, lease = text(member).partition(":")
-                by_pool.setdefault(pool, []).append(lease)
-            calls: list[Call] = [
-                ScriptCall(
-                    "reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH, *ids)
-                )
-                for pool, ids in by_pool.items()
-            ]
-            calls.append(Command(("ZREM", deadlines, *due)))
-            replies = yield Batch(calls)
-            pending: list[Any] = []
-            more: list[str] = []
-            for pool, reply in zip(by_pool, replies[:-1], strict=True):
+            claims = [(text(due[i]), due[i + 1]) for i in range(0, len(due), 2)]
+            replies = yield Batch([self._reclaim(pool) for pool, _ in claims])
+            put_back = []
+            for (pool, claim), reply in zip(claims, replies, strict=True):
                 reclaimed += int(reply[0])
-                if int(reply[1]):
-                    more.append(pool)
-                for i in range(2, len(reply), 2):
-                    pending += [reply[i + 1], f"{pool}:{text(reply[i])}"]
-            if pending:
-                yield one(Command(("ZADD", deadlines, *pending)))
-            for pool in more:
-                while True:
-                    (reply,) = yield one(
-                        ScriptCall(
-                            "reclaim", self.keys.pool(pool), (self.retention_us, RECLAIM_BATCH)
-                        )
-                    )
+                while int(reply[1]):
+                    (reply,) = yield one(self._reclaim(pool))
                     reclaimed += int(reply[0])
-                    if not int(reply[1]):
-                        break
-            if len(due) < DUE_BATCH:
-                return reclaimed
+                put_back += [pool, claim, reply[2]]
+
+    def _reclaim(self, pool_id: str) -> ScriptCall:
+        return ScriptCall("reclaim", self.keys.pool(pool_id), (self.retention_us, RECLAIM_BATCH))
 
     def get_pool_stats(self, pool_name: str) -> Op[Optional[PoolStatsSnapshot]]:
         """Return the pool's counters, one round trip."""
@@ -463,7 +473,9 @@ class StorageCore:
         if uid is None:
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
         g = self.keys.globals
-        (reply,) = yield one(ScriptCall("unregister_pool", (g.pool_ids, g.pool_names), (str(uid),)))
+        (reply,) = yield one(
+            ScriptCall("unregister_pool", (g.pool_ids, g.pool_names, g.deadlines), (str(uid),))
+        )
         if text(reply[0]) == "missing":
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
         pk = self.keys.pool(uid)
@@ -514,7 +526,7 @@ class StorageCore:
                 raise PoolNotFoundError("A pool was deleted while its proxies were being saved.")
         for pool, items in groups.items():
             for proxy_id, _, _ in items:
-                self._remember(UUID(proxy_id), pool)
+                self.remember(UUID(proxy_id), pool)
         return sum(len(items) for items in groups.values())
 
     def _refuse_moves(
@@ -595,7 +607,8 @@ class StorageCore:
 
     # ------------------------------------------------------------------ leases (admin)
 
-    def _lease_location(self, lease_id: UUID) -> Op[Optional[tuple[UUID, str, Any]]]:
+    def lease_location(self, lease_id: UUID) -> Op[Optional[tuple[UUID, str, Any]]]:
+        """Return (pool id, pool name, record) of the pool holding a lease, or None."""
         pools = yield from self.pool_list()
         if not pools:
             return None
@@ -613,7 +626,7 @@ class StorageCore:
         uid = parse_uuid(lease_id)
         if uid is None:
             return None
-        found = yield from self._lease_location(uid)
+        found = yield from self.lease_location(uid)
         if found is None:
             return None
         pool_id, pool_name, raw = found

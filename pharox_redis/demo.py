@@ -97,10 +97,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Demo of pharox-redis: proxy leasing on Redis.",
     )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--url", help="Redis URL to use (overrides REDIS_URL); "
-                       "the demo writes under a unique prefix and deletes it afterwards")
-    group.add_argument("--fakeredis", action="store_true",
-                       help="use the in-process fakeredis (demos and tests only)")
+    group.add_argument(
+        "--url",
+        help="Redis URL to use (overrides REDIS_URL); "
+        "the demo writes under a unique prefix and deletes it afterwards",
+    )
+    group.add_argument(
+        "--fakeredis",
+        action="store_true",
+        help="use the in-process fakeredis (demos and tests only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -178,16 +184,24 @@ def open_backend(url: Optional[str], force_fake: bool, why_url: str) -> Iterator
             storage = RedisStorage.from_url(url, prefix=prefix)
             stack.callback(storage.client.close)
             version = server_version(storage.client)
-            yield Backend(storage, f"redis {version} at {redact(url)} ({why_url}; "
-                          f"prefix {prefix!r}, removed at the end)", shared=True)
+            yield Backend(
+                storage,
+                f"redis {version} at {redact(url)} ({why_url}; "
+                f"prefix {prefix!r}, removed at the end)",
+                shared=True,
+            )
             return
         if not force_fake and redis_server_binary() is not None:
             server = stack.enter_context(RedisServer())
             storage = RedisStorage.from_url(server.url, prefix="pharox-demo")
             stack.callback(storage.client.close)
             version = server_version(storage.client)
-            yield Backend(storage, f"private redis-server {version} at {server.url} "
-                          "(REDIS_URL not set; removed on exit)", shared=False)
+            yield Backend(
+                storage,
+                f"private redis-server {version} at {server.url} "
+                "(REDIS_URL not set; removed on exit)",
+                shared=False,
+            )
             return
         import fakeredis
 
@@ -196,9 +210,11 @@ def open_backend(url: Optional[str], force_fake: bool, why_url: str) -> Iterator
         client = fakeredis.FakeRedis()
         stack.callback(client.close)
         reason = "--fakeredis given" if force_fake else "REDIS_URL not set, no redis-server on PATH"
-        yield Backend(RedisStorage(client, prefix="pharox-demo"),
-                      f"fakeredis {fakeredis.__version__}, in-process, for demos and tests only "
-                      f"({reason})", shared=False)
+        yield Backend(
+            RedisStorage(client, prefix="pharox-demo"),
+            f"fakeredis {fakeredis.__version__}, in-process, for demos and tests only ({reason})",
+            shared=False,
+        )
 
 
 def build_proxies(pool: ProxyPool) -> list[Proxy]:
@@ -232,11 +248,19 @@ def build_proxies(pool: ProxyPool) -> list[Proxy]:
     proxies = []
     for i, (country, source, limit, status) in enumerate(rows, start=1):
         credentials = ProxyCredentials(user="demo", password="s3cret") if i == 12 else None
-        proxies.append(Proxy(
-            host=f"203.0.113.{i}", port=8000 + i, protocol=ProxyProtocol.HTTP, pool_id=pool.id,
-            status=status, country=country, source=source, max_concurrency=limit,
-            credentials=credentials,
-        ))
+        proxies.append(
+            Proxy(
+                host=f"203.0.113.{i}",
+                port=8000 + i,
+                protocol=ProxyProtocol.HTTP,
+                pool_id=pool.id,
+                status=status,
+                country=country,
+                source=source,
+                max_concurrency=limit,
+                credentials=credentials,
+            )
+        )
     return proxies
 
 
@@ -280,9 +304,11 @@ def stats_line(stats: Optional[PoolStatsSnapshot]) -> str:
     """
     if stats is None:
         return "pool not found"
-    return (f"proxies={stats.total_proxies} active={stats.active_proxies} "
-            f"available={stats.available_proxies} leased={stats.leased_proxies} "
-            f"leases={stats.total_leases}")
+    return (
+        f"proxies={stats.total_proxies} active={stats.active_proxies} "
+        f"available={stats.available_proxies} leased={stats.leased_proxies} "
+        f"leases={stats.total_leases}"
+    )
 
 
 def stress(storage: RedisStorage, threads: int, cycles: int) -> tuple[int, int, int, float]:
@@ -322,8 +348,7 @@ def stress(storage: RedisStorage, threads: int, cycles: int) -> tuple[int, int, 
                 selector = selectors[(n + i) % len(selectors)]
                 while True:
                     try:
-                        lease = manager.acquire_proxy(POOL_NAME, f"worker-{n}",
-                                                      selector=selector)
+                        lease = manager.acquire_proxy(POOL_NAME, f"worker-{n}", selector=selector)
                         break
                     except ProxyUnavailableError:
                         races[n] += 1
@@ -335,8 +360,7 @@ def stress(storage: RedisStorage, threads: int, cycles: int) -> tuple[int, int, 
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    workers = [threading.Thread(target=worker, args=(n,), name=f"demo-{n}")
-               for n in range(threads)]
+    workers = [threading.Thread(target=worker, args=(n,), name=f"demo-{n}") for n in range(threads)]
     for thread in workers:
         thread.start()
     start.wait()
@@ -373,10 +397,15 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
 
     # Health checks: latency order for LOWEST_LATENCY (JP/residential fastest, DE next).
     for proxy, latency in ((proxies[7], 35), (proxies[3], 60), (proxies[0], 240)):
-        storage.apply_health_check_result(HealthCheckResult(
-            proxy_id=proxy.id, status=ProxyStatus.ACTIVE, latency_ms=latency,
-            protocol=proxy.protocol, status_code=200,
-        ))
+        storage.apply_health_check_result(
+            HealthCheckResult(
+                proxy_id=proxy.id,
+                status=ProxyStatus.ACTIVE,
+                latency_ms=latency,
+                protocol=proxy.protocol,
+                status_code=200,
+            )
+        )
     say("health: 203.0.113.8 35 ms, 203.0.113.4 60 ms, 203.0.113.1 240 ms")
 
     manager = ProxyManager(storage)
@@ -396,29 +425,44 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
     say("selectors (leases held, so later picks move on):")
     for selector in SelectorStrategy:
         hold(selector.value, manager.acquire_proxy(POOL_NAME, "selectors", selector=selector))
-    hold("round_robin again", manager.acquire_proxy(
-        POOL_NAME, "selectors", selector=SelectorStrategy.ROUND_ROBIN))
+    hold(
+        "round_robin again",
+        manager.acquire_proxy(POOL_NAME, "selectors", selector=SelectorStrategy.ROUND_ROBIN),
+    )
     release_all()
 
     say("filters:")
-    hold("country=DE", manager.acquire_proxy(
-        POOL_NAME, "filters", filters=ProxyFilters(country="DE")))
+    hold(
+        "country=DE",
+        manager.acquire_proxy(POOL_NAME, "filters", filters=ProxyFilters(country="DE")),
+    )
     nested = ProxyFilters(
         any_of=[ProxyFilters(country="FR"), ProxyFilters(country="JP")],
         none_of=[ProxyFilters(source="datacenter"), ProxyFilters(source="residential")],
     )
-    hold("(FR or JP) and mobile only", manager.acquire_proxy(
-        POOL_NAME, "filters", filters=nested, selector=SelectorStrategy.LEAST_USED))
+    hold(
+        "(FR or JP) and mobile only",
+        manager.acquire_proxy(
+            POOL_NAME, "filters", filters=nested, selector=SelectorStrategy.LEAST_USED
+        ),
+    )
     with_auth = ProxyFilters(predicate=lambda p: p.credentials is not None)
-    hold("predicate: has credentials", manager.acquire_proxy(
-        POOL_NAME, "filters", filters=with_auth))
-    hold("BR/residential (INACTIVE)", manager.acquire_proxy(
-        POOL_NAME, "filters", filters=ProxyFilters(country="BR", source="residential")))
+    hold(
+        "predicate: has credentials", manager.acquire_proxy(POOL_NAME, "filters", filters=with_auth)
+    )
+    hold(
+        "BR/residential (INACTIVE)",
+        manager.acquire_proxy(
+            POOL_NAME, "filters", filters=ProxyFilters(country="BR", source="residential")
+        ),
+    )
 
     def on_acquire(event: AcquireEventPayload) -> None:
-        say(f"  callback: {event.consumer_name} got "
+        say(
+            f"  callback: {event.consumer_name} got "
             f"{'a lease' if event.lease else 'nothing'} in {event.duration_ms} ms; "
-            f"{stats_line(event.pool_stats)}")
+            f"{stats_line(event.pool_stats)}"
+        )
 
     manager.register_acquire_callback(on_acquire)
     say("with_lease (US, mobile; max_concurrency=1):")
@@ -427,18 +471,23 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
         say(f"  inside: {label(storage, lease)}")
         if lease is not None:
             leased = storage.get_proxy_by_id(lease.proxy_id)
-            say(f"  inside: that proxy now has {leased.current_leases if leased else '?'} "
-                "lease(s); a second lease on it finds nothing:")
+            say(
+                f"  inside: that proxy now has {leased.current_leases if leased else '?'} "
+                "lease(s); a second lease on it finds nothing:"
+            )
             manager.acquire_proxy(POOL_NAME, "context", filters=us_mobile)
     say(f"after with_lease: {stats_line(storage.get_pool_stats(POOL_NAME))}")
 
     release_all()
 
     ok, missed, races, elapsed = stress(storage, THREADS, CYCLES_PER_THREAD)
-    say(f"stress: {THREADS} threads x {CYCLES_PER_THREAD} acquire/release cycles, all selectors: "
-        f"{(ok + missed) / elapsed:,.0f} cycles/s")
-    say(f"  {ok} leased, {missed} found nothing, {races} lost races retried "
-        "(ProxyUnavailableError)")
+    say(
+        f"stress: {THREADS} threads x {CYCLES_PER_THREAD} acquire/release cycles, all selectors: "
+        f"{(ok + missed) / elapsed:,.0f} cycles/s"
+    )
+    say(
+        f"  {ok} leased, {missed} found nothing, {races} lost races retried (ProxyUnavailableError)"
+    )
     final = storage.get_pool_stats(POOL_NAME)
     say(f"final: {stats_line(final)}")
     return final is not None and final.leased_proxies == 0 and final.total_leases == 0
@@ -497,8 +546,10 @@ def main(argv: list[str]) -> int:
             finally:
                 if backend.shared:
                     removed = remove_namespace(backend.storage)
-                    print(f"cleanup: deleted pool {POOL_NAME!r} and {removed} leftover key(s) "
-                          "under the demo prefix")
+                    print(
+                        f"cleanup: deleted pool {POOL_NAME!r} and {removed} leftover key(s) "
+                        "under the demo prefix"
+                    )
     except ModuleNotFoundError as exc:
         if exc.name != "fakeredis":
             raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pharox import PharoxError
+from pharox import InvalidLeaseError, Lease, PharoxError
 
 
 class RedisStorageError(PharoxError):
@@ -11,3 +11,23 @@ class RedisStorageError(PharoxError):
     Raised ``from`` the underlying redis-py exception, which stays available as
     ``__cause__``.
     """
+
+
+class LeaseLostError(InvalidLeaseError):
+    """A lease is no longer held: it expired, was released, or its pool was deleted.
+
+    Whatever the holder did with the proxy since may have overlapped another holder.
+
+    Parameters
+    ----------
+    lease:
+        The lease that was lost, as the holder knew it.
+    reason:
+        What happened to it.
+
+    """
+
+    def __init__(self, lease: Lease, reason: str) -> None:
+        super().__init__(f"Lease {lease.id} on proxy {lease.proxy_id} is lost: {reason}.")
+        self.lease = lease
+        self.reason = reason

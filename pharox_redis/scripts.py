@@ -1,8 +1,10 @@
 """Load the Lua scripts shipped in ``lua/``.
 
-Pool scripts are ``lua/_pool.lua`` followed by the script's own file; global scripts stand
-alone. Sources are read once per process; each storage registers its own ``Script`` objects
-with its own client (``register_script``), so nothing is bound to a class or module global.
+Pool scripts are ``lua/_pool.lua`` followed by the script's own file; the two that walk the
+selector order (``find`` and ``acquire``) also get ``lua/_select.lua`` in between. Global
+scripts stand alone. Sources are read once per process; each storage registers its own
+``Script`` objects with its own client (``register_script``), so nothing is bound to a class or
+module global.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+SELECT_SCRIPTS = ("find", "acquire")
 POOL_SCRIPTS = (
+    *SELECT_SCRIPTS,
     "lease",
     "release",
     "reclaim",
-    "find",
+    "renew",
     "save_proxies",
     "delete_proxy",
     "health",
@@ -39,12 +43,13 @@ def lua_dir() -> Path:
 def sources() -> dict[str, str]:
     """Return each script's complete source by name."""
     folder = lua_dir()
-    prelude = (folder / "_pool.lua").read_text(encoding="utf-8")
-    out = {
-        name: prelude + (folder / f"{name}.lua").read_text(encoding="utf-8")
-        for name in POOL_SCRIPTS
-    }
-    out.update(
-        {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in GLOBAL_SCRIPTS}
-    )
+
+    def read(name: str) -> str:
+        return (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+    out = {}
+    for name in POOL_SCRIPTS:
+        preludes = ("_pool", "_select") if name in SELECT_SCRIPTS else ("_pool",)
+        out[name] = "".join(read(p) for p in (*preludes, name))
+    out.update({name: read(name) for name in GLOBAL_SCRIPTS})
     return out

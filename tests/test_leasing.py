@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timezone
+from uuid import UUID
 
 import pytest
 from pharox import (
@@ -68,7 +69,8 @@ def test_create_lease_rechecks_availability(storage: RedisStorage) -> None:
     with pytest.raises(ProxyNotFoundError):
         storage.create_lease(inactive, "c", 60)
     assert storage.get_proxy(str(full.id)).current_leases == 2
-    assert storage.client.zcard(storage.core.keys.globals.deadlines) == 2  # no stale hints
+    # The global index holds one hint per pool with leases, however many leases it has.
+    assert storage.client.zcard(storage.core.keys.globals.deadlines) == 1
 
 
 def test_unlimited_concurrency(storage: RedisStorage) -> None:
@@ -137,15 +139,19 @@ def test_cleanup_costs_one_round_trip_when_nothing_expired(storage: RedisStorage
     recorder = Recorder(storage)
     assert storage.cleanup_expired_leases() == 0
     assert len(recorder.batches) == 1 and len(recorder.calls) == 1
-    # Expired leases in two pools: due list, then one pipelined reclaim.
+    # Expired leases in two pools: due pools, one pipelined reclaim per pool, then the
+    # hints go back with the next due call, which finds nothing more.
     for proxy in (proxies[0], proxies[1], proxies[45]):
         storage.create_lease(proxy, "c", 0.1)
     time.sleep(0.15)
     recorder.reset()
     assert storage.cleanup_expired_leases() == 3
-    assert len(recorder.batches) == 2
-    assert len(recorder.calls) == 1 + 2 + 1  # due; two reclaims and one ZREM
+    assert [len(b.calls) for b in recorder.batches] == [1, 2, 1]
     assert all(stored_stats(storage, p) == recomputed_stats(storage, p) for p in pools)
+    # Every pool still holds 60 s leases: each keeps one hint, none of them due now.
+    hints = storage.client.zrange(storage.core.keys.globals.deadlines, 0, -1, withscores=True)
+    assert {UUID(m.decode()) for m, _ in hints} == {p.id for p in pools}
+    assert all(score > time.time() * 1e6 + 50e6 for _, score in hints)
 
 
 def test_cleanup_reclaims_more_than_one_batch(storage: RedisStorage) -> None:

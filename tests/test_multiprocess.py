@@ -73,8 +73,14 @@ def lease_worker(
 ) -> None:
     """Acquire and release in a loop for ``seconds``; put the counts on ``results``."""
     out: dict[str, Any] = {
-        "worker": index, "attempts": 0, "granted": 0, "none": 0,
-        "errors": Counter(), "messages": {}, "lease_ids": [], "selectors": Counter(),
+        "worker": index,
+        "attempts": 0,
+        "granted": 0,
+        "none": 0,
+        "errors": Counter(),
+        "messages": {},
+        "lease_ids": [],
+        "selectors": Counter(),
     }
     storage = None
     try:
@@ -91,8 +97,10 @@ def lease_worker(
             out["selectors"][selector.value] += 1
             try:
                 lease = manager.acquire_proxy(
-                    pool_name, consumer_name=f"worker-{index}",
-                    duration_seconds=LEASE_SECONDS, selector=selector,
+                    pool_name,
+                    consumer_name=f"worker-{index}",
+                    duration_seconds=LEASE_SECONDS,
+                    selector=selector,
                 )
                 if lease is None:
                     out["none"] += 1
@@ -138,7 +146,8 @@ def _run_workers(url: str, prefix: str, pool_name: str) -> list[dict[str, Any]]:
     results = ctx.Queue()
     procs = [
         ctx.Process(
-            target=lease_worker, name=f"lease-worker-{i}",
+            target=lease_worker,
+            name=f"lease-worker-{i}",
             args=(i, url, prefix, pool_name, RUN_SECONDS, barrier, results),
         )
         for i in range(WORKERS)
@@ -206,8 +215,9 @@ def test_concurrent_processes_never_exceed_max_concurrency(redis_server: RedisSe
                 unreleased.append(lease)
                 continue
             intervals[str(lease.proxy_id)].append((lease.acquired_at, lease.released_at))
-        overlap = {pid: max_overlap(intervals[pid]) for pid in sorted(map(str, (
-            p.id for p in proxies)))}
+        overlap = {
+            pid: max_overlap(intervals[pid]) for pid in sorted(map(str, (p.id for p in proxies)))
+        }
         per_proxy = {pid: len(intervals[pid]) for pid in overlap}
 
         summary = (
@@ -234,7 +244,10 @@ def test_concurrent_processes_never_exceed_max_concurrency(redis_server: RedisSe
         stats = storage.get_pool_stats(pool_name)
         assert stats is not None
         assert (stats.total_leases, stats.leased_proxies, stats.available_proxies) == (
-            0, 0, PROXIES), stats
+            0,
+            0,
+            PROXIES,
+        ), stats
         assert stats.total_proxies == stats.active_proxies == PROXIES, stats
         stored = storage.list_proxies(str(pool.id))
         assert len(stored) == PROXIES

@@ -53,10 +53,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def run(args: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    }
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (
         f"{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
@@ -68,24 +68,41 @@ def run(args: list[str], timeout: float, cwd: Path) -> subprocess.CompletedProce
 def test_wheel_installs_and_leases(redis_server: RedisServer, tmp_path: Path) -> None:
     assert not tmp_path.resolve().is_relative_to(REPO)
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
-         "-w", str(dist), str(REPO)], timeout=300, cwd=tmp_path)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            str(dist),
+            str(REPO),
+        ],
+        timeout=300,
+        cwd=tmp_path,
+    )
     (wheel,) = dist.glob("pharox_redis-*.whl")
 
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     lua_files = sorted(p.name for p in (REPO / "lua").glob("*.lua"))
     assert {"_pool.lua", "lease.lua"} <= set(lua_files)
-    missing = [f"pharox_redis/lua/{name}" for name in lua_files
-               if f"pharox_redis/lua/{name}" not in names]
+    missing = [
+        f"pharox_redis/lua/{name}" for name in lua_files if f"pharox_redis/lua/{name}" not in names
+    ]
     assert not missing, f"wheel lacks {missing}"
     assert "pharox_redis/py.typed" in names
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], timeout=120, cwd=tmp_path)
     python = venv / "bin" / "python"
-    run([str(python), "-m", "pip", "install", "--disable-pip-version-check", str(wheel)],
-        timeout=300, cwd=tmp_path)
+    run(
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check", str(wheel)],
+        timeout=300,
+        cwd=tmp_path,
+    )
 
     script = tmp_path / "check_install.py"
     script.write_text(SCRIPT, encoding="utf-8")

@@ -1,0 +1,144 @@
+-- _select.lua: selector order and filter evaluation, shared by find.lua and acquire.lua.
+-- pharox_redis/scripts.py puts it after _pool.lua in front of those two scripts.
+--
+-- A filter is the JSON tree pharox_redis/filters.py compiles from ProxyFilters. It evaluates
+-- three-valued: true, false, or nil when a Python predicate decides ("undecided"); undecided
+-- candidates go back to Python in selector order.
+local EARTH_RADIUS_KM = 6371.0
+local ORDER_KEYS = {first_available = K_FIRST, least_used = K_LEAST,
+                    round_robin = K_RR, lowest_latency = K_LATENCY}
+
+local function near(a, b)
+  return math.abs(a - b) <= 1e-6
+end
+
+local function haversine_km(lat1, lon1, lat2, lon2)
+  local dlat, dlon = math.rad(lat2 - lat1), math.rad(lon2 - lon1)
+  local a = math.sin(dlat / 2) ^ 2
+    + math.cos(math.rad(lat1)) * math.cos(math.rad(lat2)) * math.sin(dlon / 2) ^ 2
+  return EARTH_RADIUS_KM * 2 * math.asin(math.sqrt(a))
+end
+
+local function geo_matches(geo, st)
+  if st.lat == nil or st.lon == nil then
+    return false
+  end
+  local lat, lon = tonumber(st.lat), tonumber(st.lon)
+  if geo[3] == nil then
+    return near(lat, geo[1]) and near(lon, geo[2])
+  end
+  return haversine_km(geo[1], geo[2], lat, lon) <= geo[3]
+end
+
+local function matches(node, st)
+  if node.eq then
+    for _, pair in ipairs(node.eq) do
+      if st[pair[1]] ~= pair[2] then
+        return false
+      end
+    end
+  end
+  if node.geo and not geo_matches(node.geo, st) then
+    return false
+  end
+  local result = true
+  if node.p then
+    result = nil
+  end
+  if node.all then
+    for _, child in ipairs(node.all) do
+      local r = matches(child, st)
+      if r == false then
+        return false
+      elseif r == nil then
+        result = nil
+      end
+    end
+  end
+  if node.any then
+    local any = false
+    for _, child in ipairs(node.any) do
+      local r = matches(child, st)
+      if r == true then
+        any = true
+        break
+      elseif r == nil then
+        any = nil
+      end
+    end
+    if any == false then
+      return false
+    elseif any == nil then
+      result = nil
+    end
+  end
+  if node.none then
+    for _, child in ipairs(node.none) do
+      local r = matches(child, st)
+      if r == true then
+        return false
+      elseif r == nil then
+        result = nil
+      end
+    end
+  end
+  return result
+end
+
+-- Walk the available proxies in selector order from position `offset` and append to `out`
+-- the candidates that may match: 5 values each (id, 1 if it matches or 0 if undecided,
+-- state JSON, lease count, record). Stops after the first match, after `max_undecided`
+-- undecided candidates, or after examining `budget` proxies. Returns the position to
+-- continue from, or -1 when the order is exhausted.
+local function walk(out, selector, filter_json, offset, budget, max_undecided)
+  local order = ORDER_KEYS[selector]
+  local filter = nil
+  if filter_json ~= '' then
+    filter = cjson.decode(filter_json)
+  end
+  local total = redis.call('ZCARD', order)
+  local start = 0
+  if selector == 'round_robin' and total > 0 then
+    local cursor = redis.call('GET', K_CURSOR)
+    if cursor then
+      start = redis.call('ZLEXCOUNT', K_RR, '-', '[' .. cursor)
+    end
+  end
+  local undecided, examined, pos = 0, 0, offset
+  while pos < total and examined < budget do
+    local rank = (start + pos) % total
+    local chunk = math.min(64, total - pos, budget - examined, total - rank)
+    local members = redis.call('ZRANGE', order, rank, rank + chunk - 1)
+    for _, member in ipairs(members) do
+      examined, pos = examined + 1, pos + 1
+      local id = member
+      if selector == 'least_used' then
+        id = string.sub(member, -36)
+      end
+      local state = redis.call('HGET', K_STATE, id)
+      local verdict = true
+      if filter then
+        verdict = matches(filter, cjson.decode(state))
+      end
+      if verdict ~= false then
+        out[#out + 1] = id
+        out[#out + 1] = verdict and 1 or 0
+        out[#out + 1] = state
+        out[#out + 1] = tonumber(redis.call('HGET', K_COUNTS, id)) or 0
+        out[#out + 1] = redis.call('HGET', K_RECORDS, id)
+        if not verdict then
+          undecided = undecided + 1
+        end
+        if verdict or undecided >= max_undecided then
+          return pos < total and pos or -1
+        end
+      end
+    end
+    if #members < chunk then
+      break
+    end
+  end
+  return pos < total and pos or -1
+end
+
+-- Code shared above; the script's own body follows.

@@ -1,0 +1,75 @@
+-- acquire.lua: the whole of an acquire in one call. Reclaims this pool's expired leases (a
+-- bounded batch), walks the available proxies in selector order (see _select.lua) and, when
+-- the first candidate matches, leases it on the server clock. Candidates a Python predicate
+-- must decide come back instead, for the caller to test and lease with lease.lua.
+-- KEYS[1..12] the pool block (see _pool.lua)
+-- ARGV[1] pool name the caller expects (string)
+-- ARGV[2] selector: first_available | least_used | round_robin | lowest_latency
+-- ARGV[3] filter JSON from pharox_redis/filters.py, or '' for none
+-- ARGV[4] offset: position in selector order to start at (integer >= 0)
+-- ARGV[5] scan budget: most candidates examined by this call (integer >= 1)
+-- ARGV[6] most undecided candidates returned (integer >= 1)
+-- ARGV[7] lease id (UUID string chosen by the client; a retry with the same id returns the
+--         lease already made instead of a second one)
+-- ARGV[8] consumer id (UUID string)
+-- ARGV[9] lease duration in microseconds (integer > 0)
+-- ARGV[10] retention of released lease records in microseconds (integer >= 0)
+-- ARGV[11] most expired leases reclaimed by this call (integer >= 0)
+-- Returns {code, pool name, total, active, available, leased, leases, ...}, the five pool
+--   counters taken after the call, then by code:
+--   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
+--     record are false when the proxy has been deleted since)
+--   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
+--     no items and offset -1 means nothing matches
+--   or {'nopool'} | {'stale', pool name}
+local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
+local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
+local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
+
+local name = redis.call('HGET', K_META, 'name')
+if not name then
+  return {'nopool'}
+end
+if name ~= expected_name then
+  return {'stale', name}
+end
+
+local function leased(code, rec)
+  local proxy_id = cjson.decode(rec).proxy
+  local out = append_counters({code, name})
+  out[#out + 1] = rec
+  out[#out + 1] = proxy_id
+  out[#out + 1] = redis.call('HGET', K_STATE, proxy_id)
+  out[#out + 1] = tonumber(redis.call('HGET', K_COUNTS, proxy_id)) or 0
+  out[#out + 1] = redis.call('HGET', K_RECORDS, proxy_id)
+  return out
+end
+
+local existing = redis.call('HGET', K_LEASES, lease_id)
+if existing then
+  return leased('exists', existing)
+end
+
+local now = now_us()
+if reclaim_batch > 0 then
+  reclaim_due(now, retention_us, reclaim_batch)
+end
+purge_history(now)
+
+local items = {}
+local next_offset = walk(items, selector, filter_json, offset, budget, max_undecided)
+if items[2] == 1 then
+  local id = items[1]
+  local rec = start_lease(id, load_proxy(id), lease_id, consumer_id, now, duration_us)
+  if selector == 'round_robin' then
+    redis.call('SET', K_CURSOR, id)
+  end
+  return leased('ok', rec)
+end
+local out = append_counters({'scan', name})
+out[#out + 1] = next_offset
+for _, value in ipairs(items) do
+  out[#out + 1] = value
+end
+return out
