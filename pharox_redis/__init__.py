@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .async_manager import AsyncRedisProxyManager
+from .async_storage import AsyncRedisStorage
 from .errors import LeaseLostError, RedisStorageError
 from .keys import KeySchema
 from .leased import LeasedProxy
@@ -11,6 +13,8 @@ from .storage import RedisStorage
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncRedisProxyManager",
+    "AsyncRedisStorage",
     "KeySchema",
     "LeaseLostError",
     "LeasedProxy",

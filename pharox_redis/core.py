@@ -552,6 +552,13 @@ class StorageCore:
                         f"saving it into pool {target}"
                     )
 
+    def require_proxy(self, proxy_id: Any) -> Op[Proxy]:
+        """Return a proxy by id; ProxyNotFoundError when missing or not a UUID."""
+        proxy = yield from self.get_proxy(proxy_id)
+        if proxy is None:
+            raise ProxyNotFoundError(f"Proxy {proxy_id!r} not found.")
+        return proxy
+
     def get_proxy(self, proxy_id: Any) -> Op[Optional[Proxy]]:
         """Return a proxy by id, or None when missing or not a UUID."""
         uid = parse_uuid(proxy_id)
@@ -693,6 +700,11 @@ class StorageCore:
         pk = self.keys.pool(pool_id)
         (raws,) = yield one(Command(("ZREVRANGE", pk.health(proxy_id), 0, limit - 1)))
         return [codec.decode_health(proxy_id, raw) for raw in raws]
+
+    def last_health_result(self, proxy_id: UUID) -> Op[Optional[HealthCheckResult]]:
+        """Return the newest health result of a proxy, or None."""
+        records = yield from self.health_records(proxy_id, 1)
+        return codec.health_result(records[0]) if records else None
 
     def apply_health_check_result(self, result: HealthCheckResult) -> Op[Optional[Proxy]]:
         """Apply a health check's status and checked_at and record it."""

@@ -20,55 +20,28 @@ from pharox import (
     Proxy,
     ProxyFilters,
     ProxyHealthRecord,
-    ProxyNotFoundError,
     ProxyPool,
     SelectorStrategy,
 )
-from redis.backoff import ExponentialBackoff
-from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 
 from .core import Batch, Call, Op, ScriptCall, StorageCore
-from .errors import RedisStorageError
+from .execution import (
+    DEFAULT_HEALTH_HISTORY,
+    DEFAULT_LEASE_RETENTION_SECONDS,
+    RAW,
+    default_client_options,
+    raise_errors,
+    single,
+    split_options,
+    storage_error,
+    unloaded_scripts,
+    wire_args,
+)
 from .keys import KeySchema
 from .scripts import sources
 
 T = TypeVar("T")
-_RAW = {NEVER_DECODE: True}
-DEFAULT_LEASE_RETENTION_SECONDS = 300.0
-DEFAULT_HEALTH_HISTORY = 100
-
-
-def wire_args(call: Call, shas: dict[str, str]) -> tuple[Any, ...]:
-    """Return the command a call sends (EVALSHA for scripts)."""
-    if isinstance(call, ScriptCall):
-        return ("EVALSHA", shas[call.name], len(call.keys), *call.keys, *call.args)
-    return tuple(call.args)
-
-
-def send(target: Any, call: Call, shas: dict[str, str]) -> Any:
-    """Send a call on a client or queue it on a pipeline; replies stay bytes."""
-    return target.execute_command(*wire_args(call, shas), **_RAW)
-
-
-def storage_error(exc: RedisError) -> RedisStorageError:
-    """Wrap a redis-py error in the pharox hierarchy."""
-    return RedisStorageError(f"Redis {type(exc).__name__}: {exc}")
-
-
-def default_client_options(socket_timeout: float) -> dict[str, Any]:
-    """Return the connection options ``from_url`` uses: timeouts and a bounded retry.
-
-    Re-sending a command is safe: every script is idempotent (see ``core.py``).
-    """
-    return {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_timeout,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
-        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
-        "health_check_interval": 30,
-    }
 
 
 class RedisStorage(IStorage):
@@ -117,11 +90,7 @@ class RedisStorage(IStorage):
             storage; anything else to ``redis.Redis.from_url``.
 
         """
-        own = {
-            k: options.pop(k)
-            for k in ("prefix", "lease_retention_seconds", "health_history")
-            if k in options
-        }
+        own = split_options(options)
         client = redis.Redis.from_url(url, **{**default_client_options(socket_timeout), **options})
         return cls(client, **own)
 
@@ -138,39 +107,35 @@ class RedisStorage(IStorage):
 
     def _execute(self, batch: Batch) -> list[Any]:
         try:
-            if len(batch.calls) == 1 and not batch.atomic:
+            if single(batch):
                 return [self._execute_one(batch.calls[0])]
             return self._execute_pipeline(batch)
         except RedisError as exc:
             raise storage_error(exc) from exc
 
+    def _send(self, target: Any, call: Call) -> Any:
+        return target.execute_command(*wire_args(call, self._shas), **RAW)
+
     def _execute_one(self, call: Call) -> Any:
         try:
-            return send(self.client, call, self._shas)
+            return self._send(self.client, call)
         except NoScriptError:
             assert isinstance(call, ScriptCall)
             self.client.script_load(self._scripts[call.name].script)
-            return send(self.client, call, self._shas)
+            return self._send(self.client, call)
 
     def _execute_pipeline(self, batch: Batch) -> list[Any]:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=batch.atomic)
             for call in batch.calls:
-                send(pipe, call, self._shas)
+                self._send(pipe, call)
             replies: list[Any] = pipe.execute(raise_on_error=False)
-            unloaded = {
-                c.name
-                for c, r in zip(batch.calls, replies, strict=True)
-                if isinstance(c, ScriptCall) and isinstance(r, NoScriptError)
-            }
+            unloaded = unloaded_scripts(batch, replies)
             if not unloaded or attempt == 2:
                 break
             for name in unloaded:
                 self.client.script_load(self._scripts[name].script)
-        for reply in replies:
-            if isinstance(reply, RedisError):
-                raise reply
-        return replies
+        return raise_errors(replies)
 
     # ------------------------------------------------------------------ IStorage
 
@@ -205,10 +170,7 @@ class RedisStorage(IStorage):
 
     def get_last_health_result(self, proxy_id: UUID) -> Optional[HealthCheckResult]:
         """Return the newest health result of a proxy, or None."""
-        from .codec import health_result
-
-        records = self.run(self.core.health_records(proxy_id, 1))
-        return health_result(records[0]) if records else None
+        return self.run(self.core.last_health_result(proxy_id))
 
     def get_pool_stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
         """Return a pool's counters in one round trip, or None for an unknown pool."""
@@ -240,10 +202,7 @@ class RedisStorage(IStorage):
 
     def get_proxy(self, proxy_id: str) -> Proxy:
         """Return a proxy by id."""
-        proxy = self.run(self.core.get_proxy(proxy_id))
-        if proxy is None:
-            raise ProxyNotFoundError(f"Proxy {proxy_id!r} not found.")
-        return proxy
+        return self.run(self.core.require_proxy(proxy_id))
 
     def list_proxies(self, pool_id: str) -> Sequence[Proxy]:
         """Return all proxies of a pool."""

@@ -1,0 +1,79 @@
+"""What the sync and async storages share about executing a batch on redis-py.
+
+A batch of one call is sent as one command; a longer (or atomic) one as a pipeline read
+with ``raise_on_error=False``. Scripts go out as EVALSHA; when Redis answers NOSCRIPT (after
+a restart, a failover or ``SCRIPT FLUSH``) the shell loads the scripts named here and sends
+the whole batch again, which is safe because every script is idempotent. Replies are read
+as bytes (``NEVER_DECODE``), whatever the client's ``decode_responses``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.client import NEVER_DECODE
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from .core import Batch, Call, ScriptCall
+from .errors import RedisStorageError
+
+RAW = {NEVER_DECODE: True}
+DEFAULT_LEASE_RETENTION_SECONDS = 300.0
+DEFAULT_HEALTH_HISTORY = 100
+STORAGE_OPTIONS = ("prefix", "lease_retention_seconds", "health_history")
+
+
+def wire_args(call: Call, shas: dict[str, str]) -> tuple[Any, ...]:
+    """Return the command a call sends (EVALSHA for scripts)."""
+    if isinstance(call, ScriptCall):
+        return ("EVALSHA", shas[call.name], len(call.keys), *call.keys, *call.args)
+    return tuple(call.args)
+
+
+def single(batch: Batch) -> bool:
+    """Return True when a batch is sent as one plain command rather than a pipeline."""
+    return len(batch.calls) == 1 and not batch.atomic
+
+
+def unloaded_scripts(batch: Batch, replies: Sequence[Any]) -> set[str]:
+    """Return the names of the scripts a pipeline's replies say Redis does not know."""
+    return {
+        call.name
+        for call, reply in zip(batch.calls, replies, strict=True)
+        if isinstance(call, ScriptCall) and isinstance(reply, NoScriptError)
+    }
+
+
+def raise_errors(replies: Sequence[Any]) -> list[Any]:
+    """Return a pipeline's replies, raising the first error among them."""
+    for reply in replies:
+        if isinstance(reply, RedisError):
+            raise reply
+    return list(replies)
+
+
+def storage_error(exc: RedisError) -> RedisStorageError:
+    """Wrap a redis-py error in the pharox hierarchy."""
+    return RedisStorageError(f"Redis {type(exc).__name__}: {exc}")
+
+
+def split_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Remove and return the storage's own options from ``from_url`` keyword arguments."""
+    return {k: options.pop(k) for k in STORAGE_OPTIONS if k in options}
+
+
+def default_client_options(socket_timeout: float) -> dict[str, Any]:
+    """Return the connection options ``from_url`` uses: timeouts and a bounded retry.
+
+    Re-sending a command is safe: every script is idempotent (see ``core.py``).
+    """
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+        "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+        "health_check_interval": 30,
+    }
