@@ -9,9 +9,11 @@ The backend is chosen in this order:
    on ``PATH``; it listens on a unix socket and is removed on exit.
 3. ``fakeredis`` (an in-process fake, for demos and tests only).
 
-The demo builds a pool of twelve proxies, leases from it with every selector, with flat and
-nested filters and with a Python predicate, uses ``with_lease`` and an acquire callback,
-then hammers the pool from a few threads and prints the final pool counters.
+The demo builds a pool of twelve proxies and leases from it with ``RedisProxyManager`` (one
+round trip per acquire): with every selector, with flat and nested filters and with a Python
+predicate, through ``with_proxy`` with a keep-alive and an acquire callback. It then hammers
+the pool from a few threads, first with pharox's stock ``ProxyManager`` and then with
+``RedisProxyManager``, and prints the final pool counters.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import redis
 from pharox import (
     AcquireEventPayload,
     HealthCheckResult,
-    Lease,
     PoolStatsSnapshot,
     Proxy,
     ProxyCredentials,
@@ -45,6 +46,8 @@ from pharox import (
 )
 
 from .errors import RedisStorageError
+from .leased import LeasedProxy
+from .manager import RedisProxyManager
 from .server import RedisServer, redis_server_binary
 from .storage import RedisStorage
 
@@ -264,28 +267,24 @@ def build_proxies(pool: ProxyPool) -> list[Proxy]:
     return proxies
 
 
-def label(storage: RedisStorage, lease: Optional[Lease]) -> str:
-    """Describe the proxy behind a lease in a few words.
+def label(leased: Optional[LeasedProxy]) -> str:
+    """Describe a leased proxy in a few words.
 
     Parameters
     ----------
-    storage:
-        Where the proxy is stored.
-    lease:
-        A lease, or None when nothing was available.
+    leased:
+        A lease with its proxy, or None when nothing was available.
 
     Returns
     -------
     str
-        ``host:port country/source`` (or ``none available``).
+        ``url country/source`` (or ``none available``).
 
     """
-    if lease is None:
+    if leased is None:
         return "none available"
-    proxy = storage.get_proxy_by_id(lease.proxy_id)
-    if proxy is None:
-        return f"unknown proxy {lease.proxy_id}"
-    return f"{proxy.host}:{proxy.port} {proxy.country}/{proxy.source}"
+    proxy = leased.proxy
+    return f"{leased.url} {proxy.country}/{proxy.source}"
 
 
 def stats_line(stats: Optional[PoolStatsSnapshot]) -> str:
@@ -311,12 +310,15 @@ def stats_line(stats: Optional[PoolStatsSnapshot]) -> str:
     )
 
 
-def stress(storage: RedisStorage, threads: int, cycles: int) -> tuple[int, int, int, float]:
-    """Run acquire/release cycles from several threads, each with its own ProxyManager.
+def stress(
+    storage: RedisStorage, threads: int, cycles: int, stock: bool
+) -> tuple[int, int, int, float]:
+    """Run acquire/release cycles from several threads, each with its own manager.
 
-    ``ProxyManager.acquire_proxy`` finds a proxy, then leases it: two threads can find the
-    same last free slot, and the loser gets ``ProxyUnavailableError`` (the lease itself is
-    atomic, so nothing is over-leased). Such a lost race is counted and retried.
+    pharox's stock ``ProxyManager`` finds a proxy, then leases it, in two calls: two threads
+    can find the same last free slot, and the loser gets ``ProxyUnavailableError`` (the lease
+    itself is atomic, so nothing is over-leased). Such a lost race is counted and retried.
+    ``RedisProxyManager`` finds and leases in one script, so it has no such race.
 
     Parameters
     ----------
@@ -326,6 +328,8 @@ def stress(storage: RedisStorage, threads: int, cycles: int) -> tuple[int, int, 
         Number of threads.
     cycles:
         Acquire/release cycles per thread.
+    stock:
+        Use pharox's ``ProxyManager`` instead of ``RedisProxyManager``.
 
     Returns
     -------
@@ -341,7 +345,8 @@ def stress(storage: RedisStorage, threads: int, cycles: int) -> tuple[int, int, 
     selectors = list(SelectorStrategy)
 
     def worker(n: int) -> None:
-        manager = ProxyManager(storage)
+        manager = ProxyManager(storage) if stock else RedisProxyManager(storage)
+        manager.acquire_proxy("warm-up: resolve names", f"worker-{n}")
         start.wait()
         try:
             for i in range(cycles):
@@ -408,8 +413,8 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
         )
     say("health: 203.0.113.8 35 ms, 203.0.113.4 60 ms, 203.0.113.1 240 ms")
 
-    manager = ProxyManager(storage)
-    held: list[Lease] = []
+    manager = RedisProxyManager(storage)
+    held: list[LeasedProxy] = []
 
     def release_all() -> None:
         for lease in held:
@@ -417,24 +422,24 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
         say(f"released {len(held)} leases: {stats_line(storage.get_pool_stats(POOL_NAME))}")
         held.clear()
 
-    def hold(what: str, lease: Optional[Lease]) -> None:
-        say(f"  {what:<26} -> {label(storage, lease)}")
-        if lease is not None:
-            held.append(lease)
+    def hold(what: str, leased: Optional[LeasedProxy]) -> None:
+        say(f"  {what:<26} -> {label(leased)}")
+        if leased is not None:
+            held.append(leased)
 
-    say("selectors (leases held, so later picks move on):")
+    say("RedisProxyManager, one round trip per acquire; leases held, so later picks move on:")
     for selector in SelectorStrategy:
-        hold(selector.value, manager.acquire_proxy(POOL_NAME, "selectors", selector=selector))
+        hold(selector.value, manager.acquire(POOL_NAME, "selectors", selector=selector))
     hold(
         "round_robin again",
-        manager.acquire_proxy(POOL_NAME, "selectors", selector=SelectorStrategy.ROUND_ROBIN),
+        manager.acquire(POOL_NAME, "selectors", selector=SelectorStrategy.ROUND_ROBIN),
     )
     release_all()
 
     say("filters:")
     hold(
         "country=DE",
-        manager.acquire_proxy(POOL_NAME, "filters", filters=ProxyFilters(country="DE")),
+        manager.acquire(POOL_NAME, "filters", filters=ProxyFilters(country="DE")),
     )
     nested = ProxyFilters(
         any_of=[ProxyFilters(country="FR"), ProxyFilters(country="JP")],
@@ -442,17 +447,13 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
     )
     hold(
         "(FR or JP) and mobile only",
-        manager.acquire_proxy(
-            POOL_NAME, "filters", filters=nested, selector=SelectorStrategy.LEAST_USED
-        ),
+        manager.acquire(POOL_NAME, "filters", filters=nested, selector=SelectorStrategy.LEAST_USED),
     )
     with_auth = ProxyFilters(predicate=lambda p: p.credentials is not None)
-    hold(
-        "predicate: has credentials", manager.acquire_proxy(POOL_NAME, "filters", filters=with_auth)
-    )
+    hold("predicate: has credentials", manager.acquire(POOL_NAME, "filters", filters=with_auth))
     hold(
         "BR/residential (INACTIVE)",
-        manager.acquire_proxy(
+        manager.acquire(
             POOL_NAME, "filters", filters=ProxyFilters(country="BR", source="residential")
         ),
     )
@@ -465,29 +466,32 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
         )
 
     manager.register_acquire_callback(on_acquire)
-    say("with_lease (US, mobile; max_concurrency=1):")
+    say("with_proxy (US, mobile; max_concurrency=1), a 0.6 s lease kept alive for 1 s:")
     us_mobile = ProxyFilters(country="US", source="mobile")
-    with manager.with_lease(POOL_NAME, "context", filters=us_mobile) as lease:
-        say(f"  inside: {label(storage, lease)}")
-        if lease is not None:
-            leased = storage.get_proxy_by_id(lease.proxy_id)
+    with manager.with_proxy(
+        POOL_NAME, "context", 0.6, filters=us_mobile, keep_alive=True
+    ) as leased:
+        say(f"  inside: {label(leased)}; a second lease on it finds nothing:")
+        manager.acquire(POOL_NAME, "context", filters=us_mobile)
+        if leased is not None:
+            first_expiry = leased.lease.expires_at
+            time.sleep(1.0)
+            stored = storage.get_lease(str(leased.lease.id))
             say(
-                f"  inside: that proxy now has {leased.current_leases if leased else '?'} "
-                "lease(s); a second lease on it finds nothing:"
+                f"  after 1 s: still {stored.status.value if stored else 'gone'}, expiry moved "
+                f"{(leased.lease.expires_at - first_expiry).total_seconds():.1f} s by renewals"
             )
-            manager.acquire_proxy(POOL_NAME, "context", filters=us_mobile)
-    say(f"after with_lease: {stats_line(storage.get_pool_stats(POOL_NAME))}")
+    say(f"after with_proxy: {stats_line(storage.get_pool_stats(POOL_NAME))}")
 
     release_all()
 
-    ok, missed, races, elapsed = stress(storage, THREADS, CYCLES_PER_THREAD)
-    say(
-        f"stress: {THREADS} threads x {CYCLES_PER_THREAD} acquire/release cycles, all selectors: "
-        f"{(ok + missed) / elapsed:,.0f} cycles/s"
-    )
-    say(
-        f"  {ok} leased, {missed} found nothing, {races} lost races retried (ProxyUnavailableError)"
-    )
+    say(f"stress: {THREADS} threads x {CYCLES_PER_THREAD} acquire/release cycles, all selectors:")
+    for name, stock in (("pharox ProxyManager", True), ("RedisProxyManager", False)):
+        ok, missed, races, elapsed = stress(storage, THREADS, CYCLES_PER_THREAD, stock)
+        say(
+            f"  {name:<19} {(ok + missed) / elapsed:>7,.0f} cycles/s; {ok} leased, "
+            f"{missed} found nothing, {races} lost races (ProxyUnavailableError)"
+        )
     final = storage.get_pool_stats(POOL_NAME)
     say(f"final: {stats_line(final)}")
     return final is not None and final.leased_proxies == 0 and final.total_leases == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -24,7 +25,7 @@ from pharox import (
 )
 from redis.crc import key_slot
 
-from pharox_redis import KeySchema, RedisStorage, RedisStorageError
+from pharox_redis import KeySchema, RedisProxyManager, RedisStorage, RedisStorageError
 from pharox_redis.core import Command, ScriptCall
 
 from .helpers import BASE_TIME, Recorder, make_pool, make_proxy, recomputed_stats, stored_stats
@@ -297,8 +298,11 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
         )
         assert lease is not None
     manager.release_proxy(lease)
-    import time
-
+    fast = RedisProxyManager(storage)
+    leased = fast.acquire(pool.name, filters=ProxyFilters(country="AR"))
+    assert leased is not None
+    fast.renew_lease(leased, 0.05)
+    assert fast.acquire(pool.name, filters=ProxyFilters(predicate=lambda p: True)) is not None
     time.sleep(0.1)
     manager.cleanup_expired_leases()
     storage.apply_health_check_result(
@@ -321,6 +325,8 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
             keys = [c.args[1] for c in batch.calls if isinstance(c, Command)]
             assert len({key_slot(k.encode()) for k in keys}) == 1
     assert names == {
+        "acquire",
+        "renew",
         "register_pool",
         "save_proxies",
         "find",
