@@ -17,13 +17,40 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
 
-from .core import Batch, Call, ScriptCall
+from .core import Batch, Call, ScriptCall, StorageCore
 from .errors import RedisStorageError
+from .keys import KeySchema
+from .scripts import sources
 
 RAW = {NEVER_DECODE: True}
 DEFAULT_LEASE_RETENTION_SECONDS = 300.0
 DEFAULT_HEALTH_HISTORY = 100
 STORAGE_OPTIONS = ("prefix", "lease_retention_seconds", "health_history")
+
+
+class StorageShell:
+    """What the sync and async storages hold: the sans-I/O core and their own scripts.
+
+    Each instance registers the scripts with its own client (``register_script``), so no
+    script state is shared through a class or a module.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "pharox",
+        lease_retention_seconds: float = DEFAULT_LEASE_RETENTION_SECONDS,
+        health_history: int = DEFAULT_HEALTH_HISTORY,
+    ) -> None:
+        self.client = client
+        self.core = StorageCore(KeySchema(prefix), lease_retention_seconds, health_history)
+        self._scripts = {name: client.register_script(src) for name, src in sources().items()}
+        self._shas: dict[str, str] = {name: s.sha for name, s in self._scripts.items()}
+
+    def _send(self, target: Any, call: Call) -> Any:
+        """Send a call on the client or queue it on a pipeline; replies stay bytes."""
+        return target.execute_command(*wire_args(call, self._shas), **RAW)
 
 
 def wire_args(call: Call, shas: dict[str, str]) -> tuple[Any, ...]:

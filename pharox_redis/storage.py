@@ -25,26 +25,21 @@ from pharox import (
 )
 from redis.exceptions import NoScriptError, RedisError
 
-from .core import Batch, Call, Op, ScriptCall, StorageCore
+from .core import Batch, Call, Op, ScriptCall
 from .execution import (
-    DEFAULT_HEALTH_HISTORY,
-    DEFAULT_LEASE_RETENTION_SECONDS,
-    RAW,
+    StorageShell,
     default_client_options,
     raise_errors,
     single,
     split_options,
     storage_error,
     unloaded_scripts,
-    wire_args,
 )
-from .keys import KeySchema
-from .scripts import sources
 
 T = TypeVar("T")
 
 
-class RedisStorage(IStorage):
+class RedisStorage(StorageShell, IStorage):
     """Proxy pools, leases and health history in Redis, shared by any number of processes.
 
     Parameters
@@ -61,18 +56,7 @@ class RedisStorage(IStorage):
 
     """
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        prefix: str = "pharox",
-        lease_retention_seconds: float = DEFAULT_LEASE_RETENTION_SECONDS,
-        health_history: int = DEFAULT_HEALTH_HISTORY,
-    ) -> None:
-        self.client = client
-        self.core = StorageCore(KeySchema(prefix), lease_retention_seconds, health_history)
-        self._scripts = {name: client.register_script(src) for name, src in sources().items()}
-        self._shas = {name: script.sha for name, script in self._scripts.items()}
+    client: redis.Redis
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 5.0, **options: Any) -> RedisStorage:
@@ -112,9 +96,6 @@ class RedisStorage(IStorage):
             return self._execute_pipeline(batch)
         except RedisError as exc:
             raise storage_error(exc) from exc
-
-    def _send(self, target: Any, call: Call) -> Any:
-        return target.execute_command(*wire_args(call, self._shas), **RAW)
 
     def _execute_one(self, call: Call) -> Any:
         try:
