@@ -25,15 +25,15 @@ from pharox import (
 from pharox.storage import IAsyncStorage
 from redis.exceptions import NoScriptError, RedisError
 
-from .core import Batch, Call, Op, ScriptCall
+from .core import Batch, Call, Op
 from .execution import (
     StorageShell,
     default_client_options,
     raise_errors,
+    scripts_lost,
     single,
     split_options,
     storage_error,
-    unloaded_scripts,
 )
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class AsyncRedisStorage(StorageShell, IAsyncStorage):
         """
         own = split_options(options)
         client = redis.asyncio.Redis.from_url(
-            url, **{**default_client_options(socket_timeout), **options}
+            url, **{**default_client_options(socket_timeout, asyncio=True), **options}
         )
         return cls(client, **own)
 
@@ -108,8 +108,7 @@ class AsyncRedisStorage(StorageShell, IAsyncStorage):
         try:
             return await self._send(self.client, call)
         except NoScriptError:
-            assert isinstance(call, ScriptCall)
-            await self.client.script_load(self._scripts[call.name].script)
+            await self._load_scripts()
             return await self._send(self.client, call)
 
     async def _execute_pipeline(self, batch: Batch) -> list[Any]:
@@ -118,12 +117,17 @@ class AsyncRedisStorage(StorageShell, IAsyncStorage):
             for call in batch.calls:
                 self._send(pipe, call)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-            unloaded = unloaded_scripts(batch, replies)
-            if not unloaded or attempt == 2:
+            if not scripts_lost(batch, replies) or attempt == 2:
                 break
-            for name in unloaded:
-                await self.client.script_load(self._scripts[name].script)
+            await self._load_scripts()
         return raise_errors(replies)
+
+    async def _load_scripts(self) -> None:
+        """Load every script in one round trip (Redis lost them: restart, failover, flush)."""
+        pipe = self.client.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        await pipe.execute()
 
     # ------------------------------------------------------------------ IAsyncStorage
 

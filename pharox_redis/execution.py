@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import redis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError
@@ -65,13 +66,12 @@ def single(batch: Batch) -> bool:
     return len(batch.calls) == 1 and not batch.atomic
 
 
-def unloaded_scripts(batch: Batch, replies: Sequence[Any]) -> set[str]:
-    """Return the names of the scripts a pipeline's replies say Redis does not know."""
-    return {
-        call.name
+def scripts_lost(batch: Batch, replies: Sequence[Any]) -> bool:
+    """Return True when a pipeline's replies say Redis does not know one of its scripts."""
+    return any(
+        isinstance(call, ScriptCall) and isinstance(reply, NoScriptError)
         for call, reply in zip(batch.calls, replies, strict=True)
-        if isinstance(call, ScriptCall) and isinstance(reply, NoScriptError)
-    }
+    )
 
 
 def raise_errors(replies: Sequence[Any]) -> list[Any]:
@@ -92,15 +92,17 @@ def split_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options.pop(k) for k in STORAGE_OPTIONS if k in options}
 
 
-def default_client_options(socket_timeout: float) -> dict[str, Any]:
+def default_client_options(socket_timeout: float, asyncio: bool = False) -> dict[str, Any]:
     """Return the connection options ``from_url`` uses: timeouts and a bounded retry.
 
-    Re-sending a command is safe: every script is idempotent (see ``core.py``).
+    Re-sending a command is safe: every script is idempotent (see ``core.py``). redis.asyncio
+    needs its own ``Retry`` class: the sync one would not await the attempt it retries.
     """
+    retry_class = AsyncRetry if asyncio else Retry
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
+        "retry": retry_class(ExponentialBackoff(cap=0.5, base=0.02), retries=3),
         "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
         "health_check_interval": 30,
     }

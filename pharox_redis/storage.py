@@ -25,15 +25,15 @@ from pharox import (
 )
 from redis.exceptions import NoScriptError, RedisError
 
-from .core import Batch, Call, Op, ScriptCall
+from .core import Batch, Call, Op
 from .execution import (
     StorageShell,
     default_client_options,
     raise_errors,
+    scripts_lost,
     single,
     split_options,
     storage_error,
-    unloaded_scripts,
 )
 
 T = TypeVar("T")
@@ -101,8 +101,7 @@ class RedisStorage(StorageShell, IStorage):
         try:
             return self._send(self.client, call)
         except NoScriptError:
-            assert isinstance(call, ScriptCall)
-            self.client.script_load(self._scripts[call.name].script)
+            self._load_scripts()
             return self._send(self.client, call)
 
     def _execute_pipeline(self, batch: Batch) -> list[Any]:
@@ -111,12 +110,17 @@ class RedisStorage(StorageShell, IStorage):
             for call in batch.calls:
                 self._send(pipe, call)
             replies: list[Any] = pipe.execute(raise_on_error=False)
-            unloaded = unloaded_scripts(batch, replies)
-            if not unloaded or attempt == 2:
+            if not scripts_lost(batch, replies) or attempt == 2:
                 break
-            for name in unloaded:
-                self.client.script_load(self._scripts[name].script)
+            self._load_scripts()
         return raise_errors(replies)
+
+    def _load_scripts(self) -> None:
+        """Load every script in one round trip (Redis lost them: restart, failover, flush)."""
+        pipe = self.client.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        pipe.execute()
 
     # ------------------------------------------------------------------ IStorage
 

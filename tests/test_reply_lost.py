@@ -1,0 +1,396 @@
+"""Lost replies: the server ran the command, the client never heard back.
+
+A :class:`~tests.relay.Relay` sits between the client and a private redis-server (a fresh
+one per test) and, when armed, drops the next reply and closes the connection. The acquire
+is idempotent because its lease id is chosen by the client before anything is sent: whoever
+re-sends it (redis-py's ``Retry`` from ``from_url``, or the manager's own ``retries``), the
+server answers with the lease it already made, so exactly one lease exists. Without any
+re-send the caller gets ``RedisStorageError`` and the orphan lease is reclaimed at expiry.
+Release is idempotent too. An unreachable Redis makes every call fail within a bounded time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, Optional
+
+import pytest
+import redis
+import redis.asyncio
+from pharox import LeaseStatus, Proxy, ProxyPool
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from pharox_redis import (
+    AsyncRedisProxyManager,
+    AsyncRedisStorage,
+    RedisProxyManager,
+    RedisStorage,
+    RedisStorageError,
+)
+from pharox_redis.core import Batch
+from pharox_redis.scripts import sources
+from pharox_redis.server import RedisServer
+
+from .helpers import Recorder, make_pool, make_proxy
+from .relay import Relay
+
+pytestmark = pytest.mark.real_redis
+
+PREFIX = "lost"
+TIMEOUT = 2.0  # socket timeout of the clients that must not time out
+
+
+class Seeded(NamedTuple):
+    pool: ProxyPool
+    proxy: Proxy
+
+
+class View(NamedTuple):
+    """What the server holds for the seeded pool."""
+
+    records: int  # lease records (active, or released and retained)
+    active: int  # active leases (entries in the pool's deadline index)
+    proxy_leases: int  # the proxy's current_leases
+    total_leases: int  # pool stats
+    leased_proxies: int  # pool stats
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer(tcp=True) as srv:
+        yield srv
+
+
+@pytest.fixture
+def relay(server: RedisServer) -> Iterator[Relay]:
+    with Relay("127.0.0.1", server.port) as r:
+        yield r
+
+
+@pytest.fixture
+def direct(server: RedisServer) -> Iterator[RedisStorage]:
+    """A storage talking to the server without the relay, to seed and inspect."""
+    storage = RedisStorage.from_url(server.url, prefix=PREFIX)
+    # Load the scripts now: the reply the relay drops must be one of a command that ran,
+    # never a NOSCRIPT answer.
+    for source in sources().values():
+        storage.client.script_load(source)
+    yield storage
+    storage.client.close()
+
+
+@pytest.fixture
+def seeded(direct: RedisStorage) -> Seeded:
+    pool = make_pool(direct)
+    proxy = make_proxy(pool, max_concurrency=None)  # a second lease would show as a count of 2
+    direct.save_proxy(proxy)
+    return Seeded(pool, proxy)
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Any]]:
+    """Close the sync storages a test makes through the relay."""
+    made: list[Any] = []
+    yield made
+    for storage in made:
+        storage.client.close()
+
+
+def view(direct: RedisStorage, seeded: Seeded) -> View:
+    keys = direct.core.keys.pool(seeded.pool.id)
+    raw_count = direct.client.hget(keys.counts, str(seeded.proxy.id))
+    assert raw_count is None or int(raw_count) > 0  # absent at 0, never negative
+    stats = direct.get_pool_stats(seeded.pool.name)
+    assert stats is not None
+    return View(
+        records=direct.client.hlen(keys.leases),
+        active=direct.client.zcard(keys.deadlines),
+        proxy_leases=direct.get_proxy(str(seeded.proxy.id)).current_leases,
+        total_leases=stats.total_leases,
+        leased_proxies=stats.leased_proxies,
+    )
+
+
+ONE_LEASE = View(records=1, active=1, proxy_leases=1, total_leases=1, leased_proxies=1)
+
+
+def warm(storage: RedisStorage, seeded: Seeded) -> None:
+    """Cache the pool and consumer names and open the connection, without leasing."""
+    assert storage.get_pool_stats(seeded.pool.name) is not None
+    storage.ensure_consumer("w")
+
+
+def no_retry_storage(url: str, closing: list[Any]) -> RedisStorage:
+    """A storage whose redis-py client never re-sends anything."""
+    client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), socket_timeout=TIMEOUT)
+    storage = RedisStorage(client, prefix=PREFIX)
+    closing.append(storage)
+    return storage
+
+
+def from_url_storage(url: str, closing: list[Any], timeout: float = TIMEOUT) -> RedisStorage:
+    """A storage as ``from_url`` makes it: redis-py re-sends on a lost reply."""
+    storage = RedisStorage.from_url(url, prefix=PREFIX, socket_timeout=timeout)
+    closing.append(storage)
+    return storage
+
+
+def lease_ids(batches: list[Batch]) -> list[str]:
+    """The lease id each acquire.lua call carried."""
+    return [str(c.args[6]) for b in batches for c in b.calls if getattr(c, "name", "") == "acquire"]
+
+
+# ---------------------------------------------------------------------- lost acquire
+
+
+def test_redis_py_retry_resends_a_lost_acquire(
+    relay: Relay, direct: RedisStorage, seeded: Seeded, closing: list[Any]
+) -> None:
+    storage = from_url_storage(relay.url, closing)
+    warm(storage, seeded)
+    manager = RedisProxyManager(storage, retries=0)  # only redis-py may re-send
+    recorder = Recorder(storage)
+    relay.cut_next_reply()
+    lease = manager.acquire_proxy(seeded.pool.name, "w", 60)
+    assert relay.cuts == 1 and relay.connections == 2  # dropped, reconnected, re-sent
+    assert len(recorder.batches) == 1  # the manager ran it once: redis-py re-sent it
+    assert lease is not None and lease.proxy_id == seeded.proxy.id
+    assert view(direct, seeded) == ONE_LEASE
+    stored = direct.get_lease(str(lease.id))
+    assert stored is not None and stored.status is LeaseStatus.ACTIVE
+    assert stored.acquired_at == lease.acquired_at and stored.expires_at == lease.expires_at
+
+
+def test_manager_retry_resends_a_lost_acquire_with_the_same_lease_id(
+    relay: Relay, direct: RedisStorage, seeded: Seeded, closing: list[Any]
+) -> None:
+    storage = no_retry_storage(relay.url, closing)
+    warm(storage, seeded)
+    manager = RedisProxyManager(storage)  # retries=2 by default
+    recorder = Recorder(storage)
+    relay.cut_next_reply()
+    leased = manager.acquire(seeded.pool.name, "w", 60)
+    assert relay.cuts == 1 and relay.connections == 2
+    ids = lease_ids(recorder.batches)
+    assert len(ids) == 2 and ids[0] == ids[1]  # sent twice, with one lease id
+    assert leased is not None and str(leased.lease.id) == ids[0]
+    assert leased.proxy.current_leases == 1  # the proxy as the first run leased it
+    assert view(direct, seeded) == ONE_LEASE
+
+
+def test_lost_acquire_without_retries_raises_and_the_lease_expires(
+    relay: Relay, direct: RedisStorage, seeded: Seeded, closing: list[Any]
+) -> None:
+    storage = no_retry_storage(relay.url, closing)
+    warm(storage, seeded)
+    manager = RedisProxyManager(storage, retries=0)
+    relay.cut_next_reply()
+    started = time.monotonic()
+    with pytest.raises(RedisStorageError) as info:
+        manager.acquire_proxy(seeded.pool.name, "w", 0.3)
+    assert isinstance(info.value.__cause__, redis.ConnectionError)
+    assert relay.cuts == 1
+    # The server made the lease; the caller never learnt its id. It is accounted ...
+    assert view(direct, seeded) == ONE_LEASE
+    (orphan,) = direct.list_leases()
+    assert orphan.status is LeaseStatus.ACTIVE and orphan.proxy_id == seeded.proxy.id
+    # ... until it expires and cleanup reclaims it.
+    time.sleep(max(0.0, started + 0.3 - time.monotonic()))
+    reclaimed = direct.cleanup_expired_leases()
+    while not reclaimed and time.monotonic() < started + 5:
+        time.sleep(0.01)
+        reclaimed = direct.cleanup_expired_leases()
+    assert reclaimed == 1
+    assert view(direct, seeded) == View(
+        records=1, active=0, proxy_leases=0, total_leases=0, leased_proxies=0
+    )
+    # The manager works again on a new connection.
+    lease = manager.acquire_proxy(seeded.pool.name, "w", 60)
+    assert lease is not None and relay.connections == 2
+    manager.release_proxy(lease)
+    assert view(direct, seeded).proxy_leases == 0
+
+
+# ---------------------------------------------------------------------- lost release
+
+
+@pytest.mark.parametrize(
+    ("client", "retries"),
+    [("from_url", 0), ("no_retry", 2), ("no_retry", 0)],
+    ids=["redis-py-resends", "manager-resends", "nobody-resends"],
+)
+def test_lost_release_is_idempotent(
+    relay: Relay,
+    direct: RedisStorage,
+    seeded: Seeded,
+    closing: list[Any],
+    client: str,
+    retries: int,
+) -> None:
+    make = from_url_storage if client == "from_url" else no_retry_storage
+    storage = make(relay.url, closing)
+    manager = RedisProxyManager(storage, retries=retries)
+    released: list[Any] = []
+    manager.register_release_callback(released.append)
+    lease = manager.acquire_proxy(seeded.pool.name, "w", 60)
+    assert lease is not None and view(direct, seeded) == ONE_LEASE
+    relay.cut_next_reply()
+    if client == "no_retry" and retries == 0:
+        with pytest.raises(RedisStorageError):
+            manager.release_proxy(lease)
+        assert not released
+    else:
+        manager.release_proxy(lease)  # the server ran release.lua twice
+        assert lease.released_at is not None
+        (payload,) = released
+        assert payload.pool_stats is not None and payload.pool_stats.total_leases == 0
+    assert relay.cuts == 1
+    for _ in range(2):  # released for good: no count below zero, whatever is sent again
+        assert view(direct, seeded) == View(
+            records=1, active=0, proxy_leases=0, total_leases=0, leased_proxies=0
+        )
+        stored = direct.get_lease(str(lease.id))
+        assert stored is not None and stored.status is LeaseStatus.RELEASED
+        manager.release_proxy(lease)
+    assert relay.connections == 2  # one reconnect, whoever re-sent
+
+
+# ---------------------------------------------------------------------- asyncio
+
+
+class AsyncRecorder:
+    def __init__(self, storage: AsyncRedisStorage) -> None:
+        self.batches: list[Batch] = []
+        original = storage._execute
+
+        async def execute(batch: Batch) -> list[Any]:
+            self.batches.append(batch)
+            return await original(batch)
+
+        storage._execute = execute  # type: ignore[method-assign]
+
+
+async def _async_lost_acquire(
+    storage: AsyncRedisStorage, relay: Relay, seeded: Seeded, retries: Optional[int]
+) -> tuple[Any, list[Batch]]:
+    try:
+        assert await storage.get_pool_stats(seeded.pool.name) is not None
+        await storage.ensure_consumer("w")
+        manager = (
+            AsyncRedisProxyManager(storage)
+            if retries is None
+            else AsyncRedisProxyManager(storage, retries=retries)
+        )
+        recorder = AsyncRecorder(storage)
+        relay.cut_next_reply()
+        leased = await manager.acquire(seeded.pool.name, "w", 60)
+        return leased, recorder.batches
+    finally:
+        await storage.aclose()
+
+
+def test_async_lost_acquire_from_url(relay: Relay, direct: RedisStorage, seeded: Seeded) -> None:
+    storage = AsyncRedisStorage.from_url(relay.url, prefix=PREFIX, socket_timeout=TIMEOUT)
+    leased, batches = asyncio.run(_async_lost_acquire(storage, relay, seeded, None))
+    assert relay.cuts == 1 and relay.connections == 2
+    assert leased is not None and leased.lease.proxy_id == seeded.proxy.id
+    assert len(set(lease_ids(batches))) == 1
+    assert view(direct, seeded) == ONE_LEASE
+
+
+def test_async_manager_retry_resends_a_lost_acquire(
+    relay: Relay, direct: RedisStorage, seeded: Seeded
+) -> None:
+    client = redis.asyncio.Redis.from_url(
+        relay.url, retry=AsyncRetry(NoBackoff(), 0), socket_timeout=TIMEOUT
+    )
+    storage = AsyncRedisStorage(client, prefix=PREFIX)
+    leased, batches = asyncio.run(_async_lost_acquire(storage, relay, seeded, 2))
+    ids = lease_ids(batches)
+    assert len(ids) == 2 and ids[0] == ids[1]
+    assert leased is not None and view(direct, seeded) == ONE_LEASE
+
+
+def test_async_from_url_retries_a_lost_reply_like_the_sync_one(
+    relay: Relay, direct: RedisStorage, seeded: Seeded
+) -> None:
+    """``AsyncRedisStorage.from_url`` promises the same bounded redis-py retry as the sync one.
+
+    With the manager's own retries off, the sync storage from ``from_url`` survives a lost
+    reply (test_redis_py_retry_resends_a_lost_acquire); so must the async one.
+    """
+    storage = AsyncRedisStorage.from_url(relay.url, prefix=PREFIX, socket_timeout=TIMEOUT)
+    retry = storage.client.get_retry()
+    try:
+        leased, batches = asyncio.run(_async_lost_acquire(storage, relay, seeded, 0))
+    except RedisStorageError as exc:
+        pytest.fail(f"nothing re-sent the lost reply ({exc}); the client's retry is {retry!r}")
+    assert leased is not None and len(batches) == 1
+    assert view(direct, seeded) == ONE_LEASE
+
+
+def test_async_lost_acquire_without_retries_raises(
+    relay: Relay, direct: RedisStorage, seeded: Seeded
+) -> None:
+    client = redis.asyncio.Redis.from_url(
+        relay.url, retry=AsyncRetry(NoBackoff(), 0), socket_timeout=TIMEOUT
+    )
+    storage = AsyncRedisStorage(client, prefix=PREFIX)
+    with pytest.raises(RedisStorageError):
+        asyncio.run(_async_lost_acquire(storage, relay, seeded, 0))
+    assert relay.cuts == 1 and view(direct, seeded) == ONE_LEASE
+
+
+# ---------------------------------------------------------------------- unreachable
+
+
+SOCKET_TIMEOUT = 0.1
+DEADLINE = 5.0  # seconds; the defaults give about 2.2 s stalled and 1 s refused
+
+
+def _timed(call: Callable[[], Any]) -> tuple[float, Exception]:
+    started = time.monotonic()
+    try:
+        call()
+    except Exception as exc:
+        return time.monotonic() - started, exc
+    raise AssertionError("the call did not fail")
+
+
+@pytest.mark.parametrize("outage", ["refused", "stalled"])
+def test_unreachable_redis_fails_within_the_bounded_retries(
+    relay: Relay, seeded: Seeded, closing: list[Any], outage: str
+) -> None:
+    """Acquire and release raise RedisStorageError in bounded time with from_url's defaults.
+
+    refused: the relay is gone, the port refuses connections. stalled: the relay accepts
+    and never answers, so every attempt waits for the socket timeout. Both calls run at
+    once, each on its own storage, to keep the test short.
+    """
+    acquirer = RedisProxyManager(from_url_storage(relay.url, closing, SOCKET_TIMEOUT))
+    releaser = RedisProxyManager(from_url_storage(relay.url, closing, SOCKET_TIMEOUT))
+    warm(acquirer.storage, seeded)
+    lease = releaser.acquire_proxy(seeded.pool.name, "w", 60)
+    assert lease is not None
+    if outage == "refused":
+        relay.close()
+    else:
+        relay.stall()
+    with ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(_timed, lambda: acquirer.acquire_proxy(seeded.pool.name, "w", 60)),
+            pool.submit(_timed, lambda: releaser.release_proxy(lease)),
+        ]
+        results = [f.result(timeout=30) for f in futures]
+    expected = redis.ConnectionError if outage == "refused" else redis.TimeoutError
+    for elapsed, exc in results:
+        assert isinstance(exc, RedisStorageError), repr(exc)
+        assert isinstance(exc.__cause__, expected), repr(exc.__cause__)
+        assert elapsed < DEADLINE
+        if outage == "stalled":
+            assert elapsed >= SOCKET_TIMEOUT
