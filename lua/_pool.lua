@@ -35,6 +35,19 @@ local function int_str(n)
   return string.format('%.0f', n)
 end
 
+-- The pool's name when the pool exists and is called `expected` ('' accepts any name);
+-- otherwise nil and the reply the script returns: {'nopool'} or {'stale', actual name}.
+local function pool_named(expected)
+  local name = redis.call('HGET', K_META, 'name')
+  if not name then
+    return nil, {'nopool'}
+  end
+  if expected ~= '' and name ~= expected then
+    return nil, {'stale', name}
+  end
+  return name
+end
+
 -- A proxy as {st = decoded state, n = lease count}, or nil when it is not in this pool.
 local function load_proxy(id)
   local raw = redis.call('HGET', K_STATE, id)

@@ -27,12 +27,9 @@ local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonu
 local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
 
-local name = redis.call('HGET', K_META, 'name')
+local name, refused = pool_named(expected_name)
 if not name then
-  return {'nopool'}
-end
-if name ~= expected_name then
-  return {'stale', name}
+  return refused
 end
 
 local function leased(code, rec)

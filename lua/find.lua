@@ -14,12 +14,9 @@
 local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
 local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
-local name = redis.call('HGET', K_META, 'name')
+local name, refused = pool_named(expected_name)
 if not name then
-  return {'nopool'}
-end
-if name ~= expected_name then
-  return {'stale', name}
+  return refused
 end
 local out = {'ok', -1}
 out[2] = walk(out, selector, filter_json, offset, budget, max_undecided)

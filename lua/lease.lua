@@ -16,12 +16,9 @@ local expected_name, proxy_id, lease_id = ARGV[1], ARGV[2], ARGV[3]
 local consumer_id, duration_us, retention_us = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local move_cursor = ARGV[7] == '1'
 
-local name = redis.call('HGET', K_META, 'name')
+local name, refused = pool_named(expected_name)
 if not name then
-  return {'nopool'}
-end
-if expected_name ~= '' and name ~= expected_name then
-  return {'stale', name}
+  return refused
 end
 
 local function reply(code, rec)
