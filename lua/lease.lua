@@ -10,8 +10,8 @@
 -- ARGV[6] retention of released lease records in microseconds (integer >= 0)
 -- ARGV[7] '1' to make this proxy the ROUND_ROBIN cursor, else '0'
 -- Returns {'ok', pool name, lease JSON, lease count, total, active, available, leased,
---   leases} | {'exists', ... same} | {'nopool'} | {'stale', pool name} | {'missing'}
---   | {'unavailable'}
+--   leases} | {'exists', ... same} | {'missing', counters...} | {'unavailable', counters...}
+--   | {'nopool'} | {'stale', pool name}; counters are the five pool counters after the call
 local expected_name, proxy_id, lease_id = ARGV[1], ARGV[2], ARGV[3]
 local consumer_id, duration_us, retention_us = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local move_cursor = ARGV[7] == '1'
@@ -32,10 +32,10 @@ if existing then
 end
 local p = load_proxy(proxy_id)
 if not p then
-  return {'missing'}
+  return append_counters({'missing'})
 end
 if not available(p) then
-  return {'unavailable'}
+  return append_counters({'unavailable'})
 end
 
 local now = now_us()

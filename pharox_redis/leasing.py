@@ -173,6 +173,7 @@ def _acquire_in(
                 leased = _leased(core, request, pool_id, taken[2], proxy)
                 return Acquired(leased, taken[4:9])
             # 'unavailable' or 'missing': another worker was faster; try the next candidate.
+            counters = taken[1:6]
         next_offset = int(reply[7])
         if next_offset < 0:
             return Acquired(None, counters)

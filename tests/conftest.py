@@ -8,6 +8,7 @@ under ``CI=true``, where a missing server is an error.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,8 +17,9 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+import redis.asyncio
 
-from pharox_redis import RedisStorage
+from pharox_redis import AsyncRedisStorage, RedisStorage
 from pharox_redis.server import RedisServer, redis_server_binary
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -54,10 +56,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_client(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+def fake_server() -> fakeredis.FakeServer:
+    """The one fakeredis server every fakeredis client of a test (sync or async) talks to."""
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def make_client(
+    backend: str, request: pytest.FixtureRequest, fake_server: fakeredis.FakeServer
+) -> Iterator[Callable[..., Any]]:
     """Build clients of the current backend (all fakeredis clients share one server)."""
     clients: list[Any] = []
-    fake_server = fakeredis.FakeServer()
 
     def make(**kwargs: Any) -> Any:
         if backend == "fakeredis":
@@ -91,3 +100,53 @@ def make_storage(make_client: Callable[..., Any], prefix: str) -> Callable[..., 
 @pytest.fixture
 def storage(make_storage: Callable[..., RedisStorage]) -> RedisStorage:
     return make_storage()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A private event loop for the test (there is no pytest-asyncio); closed at teardown."""
+    event_loop = asyncio.new_event_loop()
+    yield event_loop
+    event_loop.run_until_complete(event_loop.shutdown_asyncgens())
+    event_loop.close()
+
+
+@pytest.fixture
+def make_async_client(
+    backend: str,
+    request: pytest.FixtureRequest,
+    fake_server: fakeredis.FakeServer,
+    loop: asyncio.AbstractEventLoop,
+) -> Iterator[Callable[..., Any]]:
+    """Build asyncio clients of the current backend, on the keyspace of ``make_client``'s.
+
+    They are bound to ``loop`` (run them only there) and closed on it at teardown.
+    """
+    clients: list[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        if backend == "fakeredis":
+            client = fakeredis.FakeAsyncRedis(server=fake_server, **kwargs)
+        else:
+            server = request.getfixturevalue("redis_server")
+            client = redis.asyncio.Redis.from_url(server.url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        loop.run_until_complete(client.aclose())
+
+
+@pytest.fixture
+def make_async_storage(
+    make_async_client: Callable[..., Any], prefix: str
+) -> Callable[..., AsyncRedisStorage]:
+    """Build AsyncRedisStorages sharing the keyspace (server and prefix) of ``make_storage``."""
+
+    def make(**kwargs: Any) -> AsyncRedisStorage:
+        client_kwargs = {k: kwargs.pop(k) for k in ("decode_responses",) if k in kwargs}
+        kwargs.setdefault("prefix", prefix)
+        return AsyncRedisStorage(make_async_client(**client_kwargs), **kwargs)
+
+    return make

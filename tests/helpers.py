@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Optional
 
 from pharox import Proxy, ProxyPool, ProxyProtocol, ProxyStatus
 
@@ -83,3 +89,112 @@ def stored_stats(storage: RedisStorage, pool: ProxyPool) -> dict[str, int]:
             "total_leases",
         )
     }
+
+
+class AsyncFacade:
+    """Drive an asyncio object from sync test code, on one event loop.
+
+    Every method whose result is awaitable is run to completion on ``loop``; one that
+    returns an async context manager returns a sync one instead. That context manager runs
+    the whole ``async with`` in one task of its own, which stays alive while the test's
+    block runs, so the async code sees a block that awaits until the test leaves it: a
+    keep-alive that cancels "the block" cancels that task, and :meth:`sleep` (the way a
+    block waits) ends early when it is cancelled.
+    """
+
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._loop = loop
+        self._block: Optional[asyncio.Task[Any]] = None  # the open block's task
+
+    @property
+    def target(self) -> Any:
+        return self._target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            if inspect.isawaitable(result):
+                return self._drive(result)
+            if hasattr(result, "__aenter__"):
+                return self._sync_block(result)
+            return result
+
+        return call
+
+    def _drive(self, awaitable: Any) -> Any:
+        return self._loop.run_until_complete(awaitable)
+
+    def gather(self, awaitables: Iterable[Any]) -> list[Any]:
+        """Run coroutines of the target concurrently on the loop; return their results."""
+
+        async def together() -> list[Any]:
+            return list(await asyncio.gather(*awaitables))
+
+        result: list[Any] = self._drive(together())
+        return result
+
+    def sleep(self, seconds: float) -> None:
+        """Let the loop run for ``seconds``, or until the open block's task ends."""
+        block = self._block
+        if block is not None and not block.done():
+            self._drive(asyncio.wait({block}, timeout=seconds))
+        else:
+            self._drive(asyncio.sleep(seconds))
+
+    @property
+    def block_cancelled(self) -> bool:
+        """Return True when the open block's task has ended before the test left it."""
+        return self._block is not None and self._block.done()
+
+    @contextmanager
+    def _sync_block(self, manager: Any) -> Iterator[Any]:
+        loop = self._loop
+        entered: asyncio.Future[Any] = loop.create_future()
+        leave: asyncio.Future[None] = loop.create_future()
+
+        async def hold() -> None:
+            async with manager as value:
+                entered.set_result(value)
+                await leave
+
+        task = loop.create_task(hold())
+        self._drive(asyncio.wait({entered, task}, return_when=asyncio.FIRST_COMPLETED))
+        if not entered.done():
+            task.result()  # entering failed: raise why
+            raise AssertionError("the async context manager did not enter")
+        self._block = task
+        try:
+            yield entered.result()
+        except BaseException as exc:
+            if not leave.done():
+                leave.set_exception(exc)
+            error = self._finish(task)
+            if error is not None and error is not exc:
+                raise error from exc
+            raise
+        else:
+            if not leave.done():
+                leave.set_result(None)
+            error = self._finish(task)
+            if error is not None:
+                raise error
+        finally:
+            self._block = None
+
+    def _finish(self, task: asyncio.Task[Any]) -> Optional[BaseException]:
+        if not task.done():
+            self._drive(asyncio.wait({task}))
+        return task.exception() if not task.cancelled() else asyncio.CancelledError()
+
+
+def sleeper(target: Any) -> Callable[[float], None]:
+    """Return how a block waits: ``time.sleep``, or running the facade's loop."""
+    if isinstance(target, AsyncFacade):
+        return target.sleep
+    return time.sleep
