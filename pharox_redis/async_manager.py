@@ -220,7 +220,11 @@ class AsyncRedisProxyManager:
         finally:
             if renewer is not None:
                 await renewer.stop()
-            await self.release_proxy(leased.lease)
+            try:
+                await self.release_proxy(leased.lease)
+            except RedisStorageError:
+                if not leased.lost:
+                    raise  # a lost lease needs no release: report the loss below
         leased.check()
 
     @asynccontextmanager

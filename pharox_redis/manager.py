@@ -182,7 +182,11 @@ class RedisProxyManager(ProxyManager):
         finally:
             if renewer is not None:
                 renewer.stop()
-            self.release_proxy(leased.lease)
+            try:
+                self.release_proxy(leased.lease)
+            except RedisStorageError:
+                if not leased.lost:
+                    raise  # a lost lease needs no release: report the loss below
         leased.check()
 
     @contextmanager
