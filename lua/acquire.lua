@@ -32,20 +32,21 @@ if not name then
   return refused
 end
 
-local function leased(code, rec)
-  local proxy_id = cjson.decode(rec).proxy
+local function leased(code, rec, proxy_id, state, count, record)
   local out = append_counters({code, name})
   out[#out + 1] = rec
   out[#out + 1] = proxy_id
-  out[#out + 1] = redis.call('HGET', K_STATE, proxy_id)
-  out[#out + 1] = tonumber(redis.call('HGET', K_COUNTS, proxy_id)) or 0
-  out[#out + 1] = redis.call('HGET', K_RECORDS, proxy_id)
+  out[#out + 1] = state
+  out[#out + 1] = count
+  out[#out + 1] = record
   return out
 end
 
 local existing = redis.call('HGET', K_LEASES, lease_id)
 if existing then
-  return leased('exists', existing)
+  local id = cjson.decode(existing).proxy
+  return leased('exists', existing, id, redis.call('HGET', K_STATE, id),
+                tonumber(redis.call('HGET', K_COUNTS, id)) or 0, redis.call('HGET', K_RECORDS, id))
 end
 
 local now = now_us()
@@ -57,12 +58,13 @@ purge_history(now)
 local items = {}
 local next_offset = walk(items, selector, filter_json, offset, budget, max_undecided)
 if items[2] == 1 then
-  local id = items[1]
-  local rec = start_lease(id, load_proxy(id), lease_id, consumer_id, now, duration_us)
+  local id, state, count, record = items[1], items[3], items[4], items[5]
+  local p = {st = cjson.decode(state), n = count}
+  local rec = start_lease(id, p, lease_id, consumer_id, now, duration_us)
   if selector == 'round_robin' then
     redis.call('SET', K_CURSOR, id)
   end
-  return leased('ok', rec)
+  return leased('ok', rec, id, state, count + 1, record)
 end
 local out = append_counters({'scan', name})
 out[#out + 1] = next_offset
