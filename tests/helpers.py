@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from pharox import Proxy, ProxyPool, ProxyProtocol, ProxyStatus
 
-from pharox_redis import RedisStorage
+from pharox_redis import AsyncRedisStorage, RedisStorage
 from pharox_redis.core import Batch
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -56,6 +56,20 @@ class Recorder:
     @property
     def calls(self) -> list[Any]:
         return [call for batch in self.batches for call in batch.calls]
+
+
+class AsyncRecorder:
+    """Record every batch an AsyncRedisStorage sends (one batch = one round trip)."""
+
+    def __init__(self, storage: AsyncRedisStorage) -> None:
+        self.batches: list[Batch] = []
+        original = storage._execute
+
+        async def execute(batch: Batch) -> list[Any]:
+            self.batches.append(batch)
+            return await original(batch)
+
+        storage._execute = execute  # type: ignore[method-assign]
 
 
 def recomputed_stats(storage: RedisStorage, pool: ProxyPool) -> dict[str, int]:

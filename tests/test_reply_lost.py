@@ -36,7 +36,7 @@ from pharox_redis.core import Batch
 from pharox_redis.scripts import sources
 from pharox_redis.server import RedisServer
 
-from .helpers import Recorder, make_pool, make_proxy
+from .helpers import AsyncRecorder, Recorder, make_pool, make_proxy
 from .relay import Relay
 
 pytestmark = pytest.mark.real_redis
@@ -261,18 +261,6 @@ def test_lost_release_is_idempotent(
 
 
 # ---------------------------------------------------------------------- asyncio
-
-
-class AsyncRecorder:
-    def __init__(self, storage: AsyncRedisStorage) -> None:
-        self.batches: list[Batch] = []
-        original = storage._execute
-
-        async def execute(batch: Batch) -> list[Any]:
-            self.batches.append(batch)
-            return await original(batch)
-
-        storage._execute = execute  # type: ignore[method-assign]
 
 
 async def _async_lost_acquire(

@@ -66,7 +66,7 @@ from pharox_redis.manager_core import ManagerCore
 from pharox_redis.scripts import lua_dir, sources
 from pharox_redis.server import RedisServer
 
-from .helpers import Recorder, make_pool, make_proxy
+from .helpers import AsyncRecorder, Recorder, make_pool, make_proxy
 
 pytestmark = pytest.mark.real_redis
 
@@ -462,20 +462,6 @@ def test_first_acquire_after_script_flush(storage: RedisStorage, meter: Meter) -
 
 
 # ---------------------------------------------------------------------- asyncio
-
-
-class AsyncRecorder:
-    """Record every batch an AsyncRedisStorage sends (one batch = one round trip)."""
-
-    def __init__(self, storage: AsyncRedisStorage) -> None:
-        self.batches: list[Batch] = []
-        original = storage._execute
-
-        async def execute(batch: Batch) -> list[Any]:
-            self.batches.append(batch)
-            return await original(batch)
-
-        storage._execute = execute  # type: ignore[method-assign]
 
 
 def test_async_manager_acquire_and_release_are_one_round_trip(
