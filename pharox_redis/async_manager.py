@@ -111,7 +111,11 @@ class AsyncRedisProxyManager:
         """Lease a proxy and return it with its lease, or None when none is available."""
         started_at = now_utc() if self._acquire_callbacks else None
         request = self._m.request(pool_name, consumer_name, duration_seconds, filters, selector)
-        acquired = await self._run(lambda: leasing.acquire(self.storage.core, request))
+        try:
+            acquired = await self._run(lambda: leasing.acquire(self.storage.core, request))
+        except RedisStorageError as exc:
+            exc.lease_id = request.lease_id
+            raise
         if started_at is not None:
             payload = self._m.acquire_payload(request, acquired, started_at)
             await self._notify(self._acquire_callbacks, payload)

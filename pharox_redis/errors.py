@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Optional
+from uuid import UUID
+
 from pharox import InvalidLeaseError, Lease, PharoxError
 
 
@@ -10,7 +13,17 @@ class RedisStorageError(PharoxError):
 
     Raised ``from`` the underlying redis-py exception, which stays available as
     ``__cause__``.
+
+    Attributes
+    ----------
+    lease_id:
+        Set when an acquire failed this way: the id of the lease the server may have made
+        before the reply was lost. ``storage.get_lease(str(lease_id))`` finds it if it
+        exists, so it can be released instead of waiting for it to expire.
+
     """
+
+    lease_id: Optional[UUID] = None
 
 
 class LeaseLostError(InvalidLeaseError):

@@ -87,7 +87,11 @@ class RedisProxyManager(ProxyManager):
         """
         started_at = now_utc() if self._acquire_callbacks else None
         request = self._m.request(pool_name, consumer_name, duration_seconds, filters, selector)
-        acquired = self._run(lambda: leasing.acquire(self.storage.core, request))
+        try:
+            acquired = self._run(lambda: leasing.acquire(self.storage.core, request))
+        except RedisStorageError as exc:
+            exc.lease_id = request.lease_id
+            raise
         if started_at is not None:
             self._notify_acquire(self._m.acquire_payload(request, acquired, started_at))
         return acquired.leased

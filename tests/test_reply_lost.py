@@ -195,10 +195,12 @@ def test_lost_acquire_without_retries_raises_and_the_lease_expires(
         manager.acquire_proxy(seeded.pool.name, "w", 0.3)
     assert isinstance(info.value.__cause__, redis.ConnectionError)
     assert relay.cuts == 1
-    # The server made the lease; the caller never learnt its id. It is accounted ...
+    # The server made the lease and the error carries its id, so the caller can find it.
     assert view(direct, seeded) == ONE_LEASE
     (orphan,) = direct.list_leases()
     assert orphan.status is LeaseStatus.ACTIVE and orphan.proxy_id == seeded.proxy.id
+    assert info.value.lease_id == orphan.id
+    # Left alone, it stays accounted ...
     # ... until it expires and cleanup reclaims it.
     time.sleep(max(0.0, started + 0.3 - time.monotonic()))
     reclaimed = direct.cleanup_expired_leases()
@@ -214,6 +216,23 @@ def test_lost_acquire_without_retries_raises_and_the_lease_expires(
     assert lease is not None and relay.connections == 2
     manager.release_proxy(lease)
     assert view(direct, seeded).proxy_leases == 0
+
+
+def test_a_lease_whose_acquire_failed_can_be_found_and_released(
+    relay: Relay, direct: RedisStorage, seeded: Seeded, closing: list[Any]
+) -> None:
+    storage = no_retry_storage(relay.url, closing)
+    warm(storage, seeded)
+    manager = RedisProxyManager(storage, retries=0)
+    relay.cut_next_reply()
+    with pytest.raises(RedisStorageError) as info:
+        manager.acquire_proxy(seeded.pool.name, "w", 60)
+    assert info.value.lease_id is not None
+    orphan = manager.storage.get_lease(str(info.value.lease_id))
+    assert orphan is not None and orphan.status is LeaseStatus.ACTIVE
+    manager.release_proxy(orphan)
+    assert view(direct, seeded).proxy_leases == 0
+    assert view(direct, seeded).total_leases == 0
 
 
 # ---------------------------------------------------------------------- lost release
