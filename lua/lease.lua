@@ -1,5 +1,7 @@
--- lease.lua: lease one given proxy if it is still available (compare-and-lease). Used by
--- create_lease and by acquires whose candidate a Python predicate chose.
+-- lease.lua: lease the first of the given proxies that is still available (compare-and-
+-- lease). Used by create_lease (one proxy) and by acquires whose candidates a Python
+-- predicate chose (several, in selector order, so a candidate another worker took in the
+-- meantime costs no extra round trip).
 -- KEYS[1..12] the pool block (see _pool.lua)
 -- ARGV[1] pool name the caller expects, or '' to accept any (string)
 -- ARGV[2] proxy id (UUID string)
@@ -8,9 +10,11 @@
 -- ARGV[4] consumer id (UUID string)
 -- ARGV[5] lease duration in microseconds (integer > 0)
 -- ARGV[6] retention of released lease records in microseconds (integer >= 0)
--- ARGV[7] '1' to make this proxy the ROUND_ROBIN cursor, else '0'
+-- ARGV[7] '1' to make the leased proxy the ROUND_ROBIN cursor, else '0'
+-- ARGV[8..] more proxy ids (UUID strings), tried in order after ARGV[2]
 -- Returns {'ok', pool name, lease JSON, lease count, total, active, available, leased,
---   leases} | {'exists', ... same} | {'missing', counters...} | {'unavailable', counters...}
+--   leases} | {'exists', ... same} | {'unavailable', counters...} when every proxy given is
+--   full or not active | {'missing', counters...} when none of them is in the pool
 --   | {'nopool'} | {'stale', pool name}; counters are the five pool counters after the call
 local expected_name, proxy_id, lease_id = ARGV[1], ARGV[2], ARGV[3]
 local consumer_id, duration_us, retention_us = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -30,12 +34,19 @@ local existing = redis.call('HGET', K_LEASES, lease_id)
 if existing then
   return reply('exists', existing)
 end
-local p = load_proxy(proxy_id)
-if not p then
-  return append_counters({'missing'})
+local p, found = nil, false
+for i = 2, #ARGV do
+  if i == 2 or i >= 8 then
+    local candidate = load_proxy(ARGV[i])
+    found = found or candidate ~= nil
+    if available(candidate) then
+      proxy_id, p = ARGV[i], candidate
+      break
+    end
+  end
 end
-if not available(p) then
-  return append_counters({'unavailable'})
+if not p then
+  return append_counters({found and 'unavailable' or 'missing'})
 end
 
 local now = now_us()

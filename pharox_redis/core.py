@@ -309,7 +309,7 @@ class StorageCore:
             if pool_id is None:
                 break
             reply = yield from self.lease_proxy(
-                pool_id, "", str(proxy.id), lease_id, consumer_id, duration_us
+                pool_id, "", [str(proxy.id)], lease_id, consumer_id, duration_us
             )
             code = text(reply[0])
             if code in ("ok", "exists"):
@@ -329,13 +329,17 @@ class StorageCore:
         self,
         pool_id: UUID,
         expected_name: str,
-        proxy_id: str,
+        proxy_ids: Sequence[str],
         lease_id: UUID,
         consumer_id: UUID,
         duration_us: int,
         move_cursor: bool = False,
     ) -> Op[Any]:
-        """Run ``lua/lease.lua`` (compare-and-lease) and schedule cleanup; return its reply."""
+        """Lease the first available of ``proxy_ids`` (``lua/lease.lua``); return the reply.
+
+        Pipelined with the cleanup schedule, so it is one round trip.
+        """
+        first, *more = proxy_ids
         reply, _ = yield Batch(
             (
                 ScriptCall(
@@ -343,12 +347,13 @@ class StorageCore:
                     self.keys.pool(pool_id),
                     (
                         expected_name,
-                        proxy_id,
+                        first,
                         str(lease_id),
                         str(consumer_id),
                         duration_us,
                         self.retention_us,
                         "1" if move_cursor else "0",
+                        *more,
                     ),
                 ),
                 self.schedule(pool_id, duration_us),

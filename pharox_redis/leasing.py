@@ -44,6 +44,7 @@ from .filters import compile_filters
 from .leased import LeasedProxy
 
 ACQUIRE_RECLAIM = 16  # expired leases of its pool one acquire reclaims on the way
+LEASE_CANDIDATES = 8  # predicate-approved proxies one compare-and-lease call may try
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,31 +150,37 @@ def _acquire_in(
             proxy = codec.decode_proxy(proxy_id, pool_id, state, count, record)
             return Acquired(_leased(core, request, pool_id, lease_raw, proxy), counters)
         items = reply[8:]
+        chosen: dict[str, Proxy] = {}
         for i in range(0, len(items), 5):
             proxy_id, decided, state, count, record = items[i : i + 5]
             proxy = codec.decode_proxy(proxy_id, pool_id, state, count, record)
-            if decided != 1 and not (
-                request.filters is not None and request.filters.matches(proxy)
-            ):
-                continue
-            taken = yield from core.lease_proxy(
-                pool_id,
-                name,
-                text(proxy_id),
-                request.lease_id,
-                consumer_id,
-                duration_us,
-                move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
-            )
-            taken_code = text(taken[0])
-            if taken_code in ("nopool", "stale"):
-                return _STALE
-            if taken_code in ("ok", "exists"):
-                proxy.current_leases = int(taken[3])
-                leased = _leased(core, request, pool_id, taken[2], proxy)
-                return Acquired(leased, taken[4:9])
-            # 'unavailable' or 'missing': another worker was faster; try the next candidate.
-            counters = taken[1:6]
+            if decided == 1 or (request.filters is not None and request.filters.matches(proxy)):
+                chosen[str(proxy.id)] = proxy
+            if chosen and (len(chosen) == LEASE_CANDIDATES or i + 5 >= len(items)):
+                taken = yield from core.lease_proxy(
+                    pool_id,
+                    name,
+                    list(chosen),
+                    request.lease_id,
+                    consumer_id,
+                    duration_us,
+                    move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
+                )
+                taken_code = text(taken[0])
+                if taken_code in ("nopool", "stale"):
+                    return _STALE
+                if taken_code in ("ok", "exists"):
+                    held = codec.decode_lease(request.lease_id, taken[2], pool_id, name)
+                    got = chosen.get(str(held.proxy_id))
+                    if got is None:  # a re-sent request found an earlier attempt's lease
+                        got = yield from core.read_proxy(pool_id, held.proxy_id)
+                    if got is None:
+                        return Acquired(None, taken[4:9])
+                    got.current_leases = int(taken[3])
+                    return Acquired(_leased(core, request, pool_id, taken[2], got), taken[4:9])
+                # 'unavailable' or 'missing': other workers were faster; go on.
+                counters = taken[1:6]
+                chosen = {}
         next_offset = int(reply[7])
         if next_offset < 0:
             return Acquired(None, counters)
