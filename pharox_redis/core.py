@@ -247,7 +247,7 @@ class StorageCore:
             if pool_id is None:
                 return None
             found = yield from self._find(pool_id, pool_name, compiled, filters, strategy)
-            if found is not _STALE:
+            if found is not STALE:
                 return found  # type: ignore[return-value]
         return None
 
@@ -277,7 +277,7 @@ class StorageCore:
                 )
             )
             if text(reply[0]) != "ok":
-                return _STALE
+                return STALE
             items = reply[2:]
             for i in range(0, len(items), 5):
                 proxy_id, decided, state, count, record = items[i : i + 5]
@@ -734,11 +734,11 @@ class StorageCore:
             raise ProxyNotFoundError(f"Proxy {record.proxy_id} not found.")
 
 
-class _Stale:
+class Stale:
     """Marker: the pool behind a cached name changed; resolve the name again."""
 
 
-_STALE = _Stale()
+STALE = Stale()
 
 
 def stats_snapshot(pool_name: str, counters: Sequence[Any]) -> PoolStatsSnapshot:

@@ -31,9 +31,11 @@ from .codec import text
 from .core import (
     MAX_UNDECIDED,
     SCAN_BUDGET,
+    STALE,
     Batch,
     Op,
     ScriptCall,
+    Stale,
     StorageCore,
     lease_duration_us,
     one,
@@ -79,13 +81,6 @@ class Released:
     counters: Optional[Sequence[Any]]
 
 
-class _Stale:
-    """Marker: the pool behind a cached name changed; resolve the name again."""
-
-
-_STALE = _Stale()
-
-
 def acquire(core: StorageCore, request: AcquireRequest) -> Op[Acquired]:
     """Lease a proxy from a pool by selector and filters; ``leased`` is None when none fits."""
     duration_us = lease_duration_us(request.duration_seconds)
@@ -100,7 +95,7 @@ def acquire(core: StorageCore, request: AcquireRequest) -> Op[Acquired]:
         outcome = yield from _acquire_in(
             core, pool_id, request, compiled.json, consumer_id, duration_us
         )
-        if not isinstance(outcome, _Stale):
+        if not isinstance(outcome, Stale):
             return outcome
     return Acquired(None, None)
 
@@ -112,7 +107,7 @@ def _acquire_in(
     filter_json: bytes,
     consumer_id: UUID,
     duration_us: int,
-) -> Op[Acquired | _Stale]:
+) -> Op[Acquired | Stale]:
     pk = core.keys.pool(pool_id)
     name = request.pool_name
     offset = 0
@@ -141,7 +136,7 @@ def _acquire_in(
         )
         code = text(reply[0])
         if code in ("nopool", "stale"):
-            return _STALE
+            return STALE
         counters = reply[2:7]
         if code in ("ok", "exists"):
             lease_raw, proxy_id, state, count, record = reply[7:12]
@@ -168,7 +163,7 @@ def _acquire_in(
                 )
                 taken_code = text(taken[0])
                 if taken_code in ("nopool", "stale"):
-                    return _STALE
+                    return STALE
                 if taken_code in ("ok", "exists"):
                     held = codec.decode_lease(request.lease_id, taken[2], pool_id, name)
                     got = chosen.get(str(held.proxy_id))

@@ -301,6 +301,14 @@ async def _async_lost_acquire(
         await storage.aclose()
 
 
+def no_retry_async_storage(url: str) -> AsyncRedisStorage:
+    """An async storage whose client never re-sends (redis-py retries off)."""
+    client = redis.asyncio.Redis.from_url(
+        url, retry=AsyncRetry(NoBackoff(), 0), socket_timeout=TIMEOUT
+    )
+    return AsyncRedisStorage(client, prefix=PREFIX)
+
+
 def test_async_lost_acquire_from_url(relay: Relay, direct: RedisStorage, seeded: Seeded) -> None:
     storage = AsyncRedisStorage.from_url(relay.url, prefix=PREFIX, socket_timeout=TIMEOUT)
     leased, batches = asyncio.run(_async_lost_acquire(storage, relay, seeded, None))
@@ -313,10 +321,7 @@ def test_async_lost_acquire_from_url(relay: Relay, direct: RedisStorage, seeded:
 def test_async_manager_retry_resends_a_lost_acquire(
     relay: Relay, direct: RedisStorage, seeded: Seeded
 ) -> None:
-    client = redis.asyncio.Redis.from_url(
-        relay.url, retry=AsyncRetry(NoBackoff(), 0), socket_timeout=TIMEOUT
-    )
-    storage = AsyncRedisStorage(client, prefix=PREFIX)
+    storage = no_retry_async_storage(relay.url)
     leased, batches = asyncio.run(_async_lost_acquire(storage, relay, seeded, 2))
     ids = lease_ids(batches)
     assert len(ids) == 2 and ids[0] == ids[1]
@@ -344,10 +349,7 @@ def test_async_from_url_retries_a_lost_reply_like_the_sync_one(
 def test_async_lost_acquire_without_retries_raises(
     relay: Relay, direct: RedisStorage, seeded: Seeded
 ) -> None:
-    client = redis.asyncio.Redis.from_url(
-        relay.url, retry=AsyncRetry(NoBackoff(), 0), socket_timeout=TIMEOUT
-    )
-    storage = AsyncRedisStorage(client, prefix=PREFIX)
+    storage = no_retry_async_storage(relay.url)
     with pytest.raises(RedisStorageError):
         asyncio.run(_async_lost_acquire(storage, relay, seeded, 0))
     assert relay.cuts == 1 and view(direct, seeded) == ONE_LEASE
