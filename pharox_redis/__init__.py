@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .async_manager import AsyncRedisProxyManager
 from .async_storage import AsyncRedisStorage
+from .audit import AuditReport, Drift
 from .errors import LeaseLostError, RedisStorageError
 from .keys import KeySchema
 from .leased import LeasedProxy
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncRedisProxyManager",
     "AsyncRedisStorage",
+    "AuditReport",
+    "Drift",
     "KeySchema",
     "LeaseLostError",
     "LeasedProxy",

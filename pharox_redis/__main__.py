@@ -1,4 +1,4 @@
-"""Command line entry point: ``python -m pharox_redis`` runs the demo."""
+"""Command line entry point: ``python -m pharox_redis`` (see :mod:`pharox_redis.cli`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo."""
-    from .demo import main as demo_main
+    """Run the command line."""
+    from .cli import main as cli_main
 
-    return demo_main(sys.argv[1:] if argv is None else argv)
+    return cli_main(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pharox import (
 from pharox.storage import IAsyncStorage
 from redis.exceptions import NoScriptError, RedisError
 
+from .audit import AuditReport, audit
 from .core import Batch, Call, Op
 from .execution import (
     StorageShell,
@@ -239,3 +240,25 @@ class AsyncRedisStorage(StorageShell, IAsyncStorage):
     async def get_proxy_by_id(self, proxy_id: UUID) -> Optional[Proxy]:
         """Return a proxy by id, or None."""
         return await self.run(self.core.get_proxy(proxy_id))
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit(self, pool_name: Optional[str] = None, *, repair: bool = False) -> AuditReport:
+        """Recompute what the scripts derive from the records and report every drift.
+
+        Parameters
+        ----------
+        pool_name:
+            Audit this pool only; by default every pool, the registry and the global
+            deadline index.
+        repair:
+            Fix the drift found: each pool atomically in one script call, an interrupted
+            ``save_pool`` or ``delete_pool`` by finishing it.
+
+        Returns
+        -------
+        AuditReport
+            What was examined and the drift found (``report.clean`` when there is none).
+
+        """
+        return await self.run(audit(self.core, pool_name, repair))

@@ -483,6 +483,10 @@ class StorageCore:
         )
         if text(reply[0]) == "missing":
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+        yield from self.drop_pool_keys(uid)
+
+    def drop_pool_keys(self, uid: UUID) -> Op[None]:
+        """Remove an unregistered pool's keys: meta first, so a crash leaves no live pool."""
         pk = self.keys.pool(uid)
         yield one(Command(("UNLINK", pk.meta)))
         cursor = 0

@@ -23,6 +23,7 @@ POOL_SCRIPTS = (
     "save_proxies",
     "delete_proxy",
     "health",
+    "audit",
 )
 GLOBAL_SCRIPTS = ("register_pool", "unregister_pool", "schedule", "due")
 

@@ -1,0 +1,242 @@
+"""The audit: prove a pool is consistent, or show where it drifted, and repair it.
+
+Everything the scripts derive is recomputed from the proxies and the lease records:
+
+* per pool, atomically (``lua/audit.lua``): each proxy's lease count, the four
+  availability sets, the five counters, the deadline and history zsets;
+* across pools (here): the registry's two hashes, the pool keys themselves (a pool whose
+  ``save_pool`` or ``delete_pool`` was cut between its two steps) and the global deadline
+  index that tells cleanup which pools to visit.
+
+With ``repair=True`` each pool's drift is fixed inside the same script call that found it,
+so a repair never races a lease; the registry is repaired by rolling an interrupted
+``save_pool`` or ``delete_pool`` forward.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+from uuid import UUID
+
+from .codec import text
+from .core import CLAIM_GRACE_US, Batch, Command, Op, ScriptCall, StorageCore, _check_name, one
+
+_REPAIR_PASSES = 3
+# schedule.lua runs just after the lease in the same pipeline, so its hint is later than the
+# lease's deadline by the time between the two calls: lateness up to this much is no drift.
+SCHEDULE_SLACK_US = 1_000_000
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One difference between what is stored and what the records imply.
+
+    Attributes
+    ----------
+    pool:
+        The pool's name (its id when it has no name).
+    what:
+        What drifted: ``count``, ``available:<selector set>``, ``counter``, ``deadline``,
+        ``history``, ``lease-without-proxy``, ``record-without-proxy``,
+        ``proxy-without-record``, ``registry``, ``unregistered-pool`` or ``schedule``.
+    subject:
+        The proxy id, lease id, counter or pool name concerned.
+    found:
+        The stored value ('' when absent).
+    expected:
+        The value the records imply ('' when it should be absent).
+
+    """
+
+    pool: str
+    what: str
+    subject: str
+    found: str
+    expected: str
+
+    def __str__(self) -> str:
+        found, expected = self.found or "(absent)", self.expected or "(absent)"
+        return f"{self.pool}: {self.what} {self.subject}: found {found}, expected {expected}"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What an audit examined and the drift it found.
+
+    Attributes
+    ----------
+    pools:
+        Pools audited.
+    proxies:
+        Proxies in them.
+    active_leases:
+        Active (unreleased) leases in them.
+    drift:
+        Every difference found, empty when the pools are consistent.
+    repaired:
+        True when the audit ran with ``repair=True`` and fixed the drift it reports.
+
+    """
+
+    pools: int
+    proxies: int
+    active_leases: int
+    drift: tuple[Drift, ...]
+    repaired: bool = False
+
+    @property
+    def clean(self) -> bool:
+        """Return True when no drift was found."""
+        return not self.drift
+
+
+def audit(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
+    """Audit one pool (by name) or every pool; see the module docstring.
+
+    A repair runs until an audit pass finds nothing more (at most three passes: fixing a
+    proxy without a record can leave a lease without a proxy for the next pass). The report
+    lists the drift of every pass.
+    """
+    found: list[Drift] = []
+    report = yield from _audit_pass(core, pool_name, repair)
+    found += report.drift
+    for _ in range(_REPAIR_PASSES - 1):
+        if not repair or not report.drift:
+            break
+        report = yield from _audit_pass(core, pool_name, repair)
+        found += report.drift
+    return AuditReport(report.pools, report.proxies, report.active_leases, tuple(found), repair)
+
+
+def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
+    g = core.keys.globals
+    drift: list[Drift] = []
+    ids, names, hints, now = yield Batch(
+        (
+            Command(("HGETALL", g.pool_ids)),
+            Command(("HGETALL", g.pool_names)),
+            Command(("ZRANGE", g.deadlines, 0, -1, "WITHSCORES")),
+            Command(("TIME",)),
+        )
+    )
+    registry = {UUID(text(k)): text(v) for k, v in ids.items()}
+    by_name = {text(k): text(v) for k, v in names.items()}
+    hint = {text(k): float(v) for k, v in hints}
+    now_us = int(now[0]) * 1_000_000 + int(now[1])
+
+    if pool_name is None:
+        targets = list(registry)
+        fixes = _registry_drift(core, registry, by_name, drift)
+        for uid in (yield from _stored_pool_ids(core)) - set(registry):
+            drift.append(Drift(str(uid), "unregistered-pool", str(uid), "keys", ""))
+            if repair:
+                yield from core.drop_pool_keys(uid)  # finish an interrupted delete_pool
+        for pool in set(hint) - {str(uid) for uid in registry}:
+            drift.append(Drift(pool, "schedule", pool, str(int(hint[pool])), ""))
+            fixes.append(Command(("ZREM", g.deadlines, pool)))
+    else:
+        name = _check_name(pool_name, "pool_name")
+        uid_text = by_name.get(name)
+        if uid_text is None:
+            return AuditReport(0, 0, 0, ())
+        targets, fixes = [UUID(uid_text)], []
+        registry = {UUID(uid_text): name}
+    if repair and fixes:
+        yield Batch(fixes)
+
+    if not targets:
+        return AuditReport(0, 0, 0, tuple(drift))
+    mode = "repair" if repair else "check"
+    replies = yield Batch(
+        [
+            ScriptCall("audit", core.keys.pool(uid), (mode, core.retention_us, registry[uid]))
+            for uid in targets
+        ]
+    )
+    proxies = active = 0
+    for uid, reply in zip(targets, replies, strict=True):
+        pool = registry.get(uid, str(uid))
+        if text(reply[0]) == "nopool":
+            # save_pool registers first, then writes the pool: finish the second step.
+            drift.append(Drift(pool, "registry", str(uid), "", "pool keys"))
+            if repair:
+                yield one(Command(("HSET", core.keys.pool(uid).meta, "name", pool)))
+            continue
+        proxies += int(reply[1])
+        active += int(reply[2])
+        flat = [text(v) for v in reply[4:]]
+        drift += [Drift(pool, *flat[i : i + 4]) for i in range(0, len(flat), 4)]
+        earliest = text(reply[3])
+        if earliest:
+            yield from _check_schedule(core, uid, pool, int(earliest), hint, now_us, repair, drift)
+    return AuditReport(len(targets), proxies, active, tuple(drift))
+
+
+def _registry_drift(
+    core: StorageCore, registry: dict[UUID, str], by_name: dict[str, str], drift: list[Drift]
+) -> list[Any]:
+    """Check that the name -> id hash mirrors the id -> name hash; return the fixes.
+
+    ``register_pool.lua`` and ``unregister_pool.lua`` write both in one step, so this only
+    finds hand edits; the id -> name hash is the truth.
+    """
+    pool_names = core.keys.globals.pool_names
+    wanted = {name: str(uid) for uid, name in registry.items()}
+    fixes: list[Any] = []
+    for name in sorted(wanted.keys() | by_name.keys()):
+        if wanted.get(name) != by_name.get(name):
+            drift.append(Drift(name, "registry", name, by_name.get(name, ""), wanted.get(name, "")))
+            if name in wanted:
+                fixes.append(Command(("HSET", pool_names, name, wanted[name])))
+            else:
+                fixes.append(Command(("HDEL", pool_names, name)))
+    return fixes
+
+
+def _stored_pool_ids(core: StorageCore) -> Op[set[UUID]]:
+    """Return the id of every pool that has keys, registered or not (SCAN)."""
+    prefix = core.keys.prefix
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{p:*"
+    tag = re.compile(re.escape(prefix) + r":\{p:([0-9a-f-]{36})\}:")
+    found: set[UUID] = set()
+    cursor = 0
+    while True:
+        ((cursor, keys),) = yield one(Command(("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)))
+        for key in keys:
+            match = tag.match(text(key))
+            if match:
+                found.add(UUID(match.group(1)))
+        if int(cursor) == 0:
+            return found
+
+
+def _check_schedule(
+    core: StorageCore,
+    uid: UUID,
+    pool: str,
+    earliest: int,
+    hint: dict[str, float],
+    now_us: int,
+    repair: bool,
+    drift: list[Drift],
+) -> Op[None]:
+    """Check that cleanup will visit a pool with active leases by its earliest deadline.
+
+    A hint may be a little later than that deadline (``SCHEDULE_SLACK_US``), or a cleaner's
+    claim (at most the claim grace from now); later than that, or missing, the pool's
+    expired leases would wait for the next acquire of the pool to be reclaimed.
+    """
+    current = hint.get(str(uid))
+    if current is not None and (
+        current <= earliest + SCHEDULE_SLACK_US or current <= now_us + CLAIM_GRACE_US
+    ):
+        return
+    drift.append(
+        Drift(
+            pool, "schedule", str(uid), "" if current is None else str(int(current)), str(earliest)
+        )
+    )
+    if repair:
+        yield one(Command(("ZADD", core.keys.globals.deadlines, "LT", earliest, str(uid))))
