@@ -2,6 +2,7 @@
 -- KEYS[1] <prefix>:{global}:pool-ids    hash  pool id -> name
 -- KEYS[2] <prefix>:{global}:pool-names  hash  name -> pool id
 -- KEYS[3] <prefix>:{global}:deadlines   zset  pool id -> earliest deadline hint
+-- KEYS[4] <prefix>:{global}:claims      hash  pool id -> cleanup claim (see due.lua)
 -- ARGV[1] pool id (UUID string)
 -- Returns {'ok'} | {'missing'}
 local pool_id = ARGV[1]
@@ -12,6 +13,7 @@ if not name then
 end
 redis.call('HDEL', KEYS[1], pool_id)
 redis.call('ZREM', KEYS[3], pool_id)
+redis.call('HDEL', KEYS[4], pool_id)
 if redis.call('HGET', KEYS[2], name) == pool_id then
   redis.call('HDEL', KEYS[2], name)
 end

@@ -113,11 +113,12 @@ def audit(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[Audit
 def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
     g = core.keys.globals
     drift: list[Drift] = []
-    ids, names, hints, now = yield Batch(
+    ids, names, hints, claims, now = yield Batch(
         (
             Command(("HGETALL", g.pool_ids)),
             Command(("HGETALL", g.pool_names)),
             Command(("ZRANGE", g.deadlines, 0, -1, "WITHSCORES")),
+            Command(("HKEYS", g.claims)),
             Command(("TIME",)),
         )
     )
@@ -136,6 +137,9 @@ def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op
         for pool in set(hint) - {str(uid) for uid in registry}:
             drift.append(Drift(pool, "schedule", pool, str(int(hint[pool])), ""))
             fixes.append(Command(("ZREM", g.deadlines, pool)))
+        for pool in {text(c) for c in claims} - {str(uid) for uid in registry}:
+            drift.append(Drift(pool, "schedule", pool, "cleanup claim", ""))
+            fixes.append(Command(("HDEL", g.claims, pool)))
     else:
         name = _check_name(pool_name, "pool_name")
         uid_text = by_name.get(name)

@@ -29,6 +29,7 @@ from pharox import (
     ProxyHealthRecord,
     ProxyNotFoundError,
     ProxyPool,
+    ProxyProtocol,
     ProxyStatus,
     ProxyUnavailableError,
     SelectorStrategy,
@@ -108,16 +109,31 @@ def lease_duration_us(seconds: Any) -> int:
     """
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         raise InvalidLeaseError(f"duration_seconds must be a number, got {seconds!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not seconds > 0:  # also NaN; no float() of an int too large for a float
         raise InvalidLeaseError("duration_seconds must be positive.")
-    if seconds > MAX_LEASE_SECONDS:
+    if seconds > MAX_LEASE_SECONDS:  # also inf
         raise InvalidLeaseError(f"duration_seconds may be at most {MAX_LEASE_SECONDS} (100 years).")
     return max(1, round(seconds * 1_000_000))
 
 
 def _check_name(value: Any, what: str) -> str:
+    """Return a pool or consumer name; ValueError unless it is a str Redis can store.
+
+    Any text is a valid name (names are hash fields and values, never part of a key), but
+    not a str with lone surrogates, which has no UTF-8 encoding.
+    """
+    return check_text(value, what)
+
+
+def check_text(value: Any, what: str) -> str:
+    """Return ``value`` if it is a str that encodes to UTF-8, else raise ValueError."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a str, got {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} must be valid Unicode text (no lone surrogates)") from None
     return value
 
 
@@ -150,15 +166,20 @@ class StorageCore:
     # ------------------------------------------------------------------ resolution
 
     def pool_id(self, name: str, refresh: bool = False) -> Op[Optional[UUID]]:
-        """Resolve a pool name to its id (cached; scripts detect a stale entry)."""
-        if not refresh and name in self._pool_ids:
+        """Resolve a pool name to its id (cached; scripts detect a stale entry).
+
+        The empty name is never cached: scripts take an expected name of '' as "any name",
+        so they could not detect that the pool behind it was renamed.
+        """
+        if not refresh and name and name in self._pool_ids:
             return self._pool_ids[name]
         (raw,) = yield one(Command(("HGET", self.keys.globals.pool_names, name)))
         if raw is None:
             self._pool_ids.pop(name, None)
             return None
         pool_id = UUID(text(raw))
-        self._pool_ids[name] = pool_id
+        if name:
+            self._pool_ids[name] = pool_id
         return pool_id
 
     def pool_list(self) -> Op[dict[UUID, str]]:
@@ -227,6 +248,8 @@ class StorageCore:
     def add_consumer(self, consumer_id: UUID, name: str) -> Op[None]:
         """Register a consumer under a given id (overwrites, like pharox's in-memory)."""
         _check_name(name, "consumer name")
+        if not isinstance(consumer_id, UUID):
+            raise ValueError(f"consumer id must be a UUID, got {consumer_id!r}")
         yield one(Command(("HSET", self.keys.globals.consumers, name, str(consumer_id))))
         self._consumers[name] = consumer_id
 
@@ -304,9 +327,9 @@ class StorageCore:
             raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")
         consumer_id = yield from self.ensure_consumer(consumer_name)
         lease_id = lease_id or uuid4()
-        pool_id: Optional[UUID] = proxy.pool_id
+        pool_id: Optional[UUID] = proxy.pool_id if isinstance(proxy.id, UUID) else None
         for refresh in (False, True):
-            if pool_id is None:
+            if not isinstance(pool_id, UUID):
                 break
             reply = yield from self.lease_proxy(
                 pool_id, "", [str(proxy.id)], lease_id, consumer_id, duration_us
@@ -317,6 +340,8 @@ class StorageCore:
                 return codec.decode_lease(lease_id, reply[2], pool_id, text(reply[1]))
             if code == "unavailable":
                 raise ProxyUnavailableError(f"Proxy {proxy.id} is no longer available.")
+            if code == "nopool":  # no lease was made: drop the hint scheduled with it
+                yield one(self.unschedule(pool_id))
             if refresh:
                 break
             located = yield from self.locate(proxy.id, refresh=True)
@@ -363,14 +388,27 @@ class StorageCore:
 
     def schedule(self, pool_id: UUID, duration_us: int) -> ScriptCall:
         """Return the call that makes cleanup visit a pool when a new lease expires."""
-        return ScriptCall("schedule", (self.keys.globals.deadlines,), (str(pool_id), duration_us))
+        g = self.keys.globals
+        return ScriptCall("schedule", (g.deadlines, g.claims), (str(pool_id), duration_us))
+
+    def unschedule(self, pool_id: UUID) -> Command:
+        """Return the call that drops the cleanup hint of a pool that turned out not to exist.
+
+        A lease goes out pipelined with its ``schedule`` call, so a lease refused with
+        ``nopool`` still left a hint naming a pool that is not there.
+        """
+        return Command(("ZREM", self.keys.globals.deadlines, str(pool_id)))
 
     def release(self, lease: Lease) -> Op[Optional[list[Any]]]:
         """Release a lease (see ``lua/release.lua``) and return the script's reply.
 
         None when the lease's pool is unknown or gone. Releasing is idempotent.
         """
-        pool_id = lease.pool_id
+        if not isinstance(lease, Lease):
+            raise ValueError(f"expected a pharox Lease, got {type(lease).__name__}")
+        if not isinstance(lease.id, UUID):
+            return None  # no lease has such an id
+        pool_id = lease.pool_id if isinstance(lease.pool_id, UUID) else None
         if pool_id is None:
             found = yield from self.lease_location(lease.id)
             if found is None:
@@ -391,12 +429,12 @@ class StorageCore:
         The global index names the pools that may hold expired leases (``lua/due.lua``);
         each is reclaimed in bounded batches, and its hint is put back by the next call.
         """
-        deadlines = self.keys.globals.deadlines
+        g = self.keys.globals
         reclaimed = 0
         put_back: list[Any] = []
         while True:
             (due,) = yield one(
-                ScriptCall("due", (deadlines,), (DUE_BATCH, CLAIM_GRACE_US, *put_back))
+                ScriptCall("due", (g.deadlines, g.claims), (DUE_BATCH, CLAIM_GRACE_US, *put_back))
             )
             if not due:
                 return reclaimed
@@ -432,6 +470,10 @@ class StorageCore:
         if not isinstance(pool, ProxyPool):
             raise ValueError(f"expected a pharox ProxyPool, got {type(pool).__name__}")
         name = _check_name(pool.name, "pool name")
+        if not isinstance(pool.id, UUID):
+            raise ValueError(f"pool id must be a UUID, got {pool.id!r}")
+        if pool.description is not None:
+            check_text(pool.description, "pool description")
         g = self.keys.globals
         (reply,) = yield one(
             ScriptCall("register_pool", (g.pool_ids, g.pool_names), (str(pool.id), name))
@@ -479,7 +521,9 @@ class StorageCore:
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
         g = self.keys.globals
         (reply,) = yield one(
-            ScriptCall("unregister_pool", (g.pool_ids, g.pool_names, g.deadlines), (str(uid),))
+            ScriptCall(
+                "unregister_pool", (g.pool_ids, g.pool_names, g.deadlines, g.claims), (str(uid),)
+            )
         )
         if text(reply[0]) == "missing":
             raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
@@ -672,18 +716,25 @@ class StorageCore:
     def record_health(
         self, proxy_id: UUID, row: ProxyHealthRecord, apply: bool
     ) -> Op[Optional[Proxy]]:
-        """Store a health record; with ``apply`` also set the proxy's status and checked_at."""
+        """Store a health record; with ``apply`` also set the proxy's status and checked_at.
+
+        Raises ValueError for a field pharox's model would reject, or a latency that is not
+        a number of milliseconds in ``0..codec.MAX_EXACT``.
+        """
         checked = codec.to_us(row.checked_at)
+        latency = codec.latency_ms(row.latency_ms)
+        if row.error is not None:
+            check_text(row.error, "health error message")
         args = (
             str(proxy_id),
             "1" if apply else "0",
             str(row.id),
             checked,
             "1" if row.reachable else "0",
-            "" if row.latency_ms is None else int(row.latency_ms),
-            row.protocol.value,
-            row.status_before.value if row.status_before else "",
-            row.status_after.value,
+            "" if latency is None else latency,
+            ProxyProtocol(row.protocol).value,
+            ProxyStatus(row.status_before).value if row.status_before else "",
+            ProxyStatus(row.status_after).value,
             row.error or "",
             codec.checked_key(checked),
             str(-checked),
@@ -701,6 +752,8 @@ class StorageCore:
 
     def health_records(self, proxy_id: UUID, limit: int) -> Op[list[ProxyHealthRecord]]:
         """Return a proxy's most recent health records, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise ValueError(f"limit must be an int, got {limit!r}")
         if limit <= 0:
             return []
         pool_id = yield from self.locate(proxy_id)
@@ -717,6 +770,8 @@ class StorageCore:
 
     def apply_health_check_result(self, result: HealthCheckResult) -> Op[Optional[Proxy]]:
         """Apply a health check's status and checked_at and record it."""
+        if not isinstance(result, HealthCheckResult):
+            raise ValueError(f"expected a pharox HealthCheckResult, got {type(result).__name__}")
         status = ProxyStatus(result.status)
         row = ProxyHealthRecord.model_construct(
             id=uuid4(),
@@ -733,6 +788,8 @@ class StorageCore:
 
     def save_health_record(self, record: ProxyHealthRecord) -> Op[None]:
         """Store an immutable health record; ProxyNotFoundError for an unknown proxy."""
+        if not isinstance(record, ProxyHealthRecord):
+            raise ValueError(f"expected a pharox ProxyHealthRecord, got {type(record).__name__}")
         proxy = yield from self.record_health(record.proxy_id, record, apply=False)
         if proxy is None:
             raise ProxyNotFoundError(f"Proxy {record.proxy_id} not found.")

@@ -45,6 +45,7 @@ class GlobalKeys(NamedTuple):
     pool_names: str
     consumers: str
     deadlines: str
+    claims: str
 
 
 class KeySchema:
@@ -60,8 +61,8 @@ class KeySchema:
     """
 
     def __init__(self, prefix: str = "pharox") -> None:
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ValueError("prefix must be non-empty and may not contain '{' or '}'")
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must be a non-empty str without '{{' or '}}', got {prefix!r}")
         self.prefix = prefix
         g = f"{prefix}:{{global}}:"
         self.globals = GlobalKeys(
@@ -69,6 +70,7 @@ class KeySchema:
             pool_names=f"{g}pool-names",
             consumers=f"{g}consumers",
             deadlines=f"{g}deadlines",
+            claims=f"{g}claims",
         )
 
     def pool(self, pool_id: UUID | str) -> PoolKeys:

@@ -187,6 +187,11 @@ def damage_schedule_of_unknown_pool(s: Scene) -> str:
     return "schedule"
 
 
+def damage_claim_of_unknown_pool(s: Scene) -> str:
+    s.client.hset(s.globals.claims, str(uuid.uuid4()), "1")
+    return "schedule"
+
+
 DAMAGE = [
     damage_count,
     damage_count_of_free_proxy,
@@ -212,6 +217,7 @@ DAMAGE = [
     damage_schedule_missing,
     damage_schedule_late,
     damage_schedule_of_unknown_pool,
+    damage_claim_of_unknown_pool,
 ]
 
 
@@ -319,3 +325,33 @@ def test_verify_command(redis_server: RedisServer, capsys: pytest.CaptureFixture
     assert cli_main(["verify", "--url", "redis://127.0.0.1:1/0"]) == 2
     assert "error: redis://127.0.0.1:1/0" in capsys.readouterr().out
     storage.client.close()
+
+
+def test_a_lease_made_while_cleanup_holds_the_pool_stays_scheduled(storage: RedisStorage) -> None:
+    """A lease made between cleanup's reclaim and its put-back keeps the pool on the index.
+
+    Cleanup claims the pool, reclaims it (no lease is left), then puts the hint back one
+    round trip later. A lease made in between, longer than the claim, must not be forgotten
+    by the put-back, or ``cleanup_expired_leases`` would never reclaim it.
+    """
+    scene = Scene(storage)
+    manager = RedisProxyManager(storage)
+    for lease in scene.active:
+        manager.release_proxy(lease)
+    short = manager.acquire_proxy("audited", duration_seconds=0.05)
+    assert short is not None
+    time.sleep(0.1)
+
+    cleanup = storage.core.cleanup_expired_leases()
+    claim = storage._execute(next(cleanup))  # due.lua: the pool is claimed
+    reclaim = storage._execute(cleanup.send(claim))  # reclaim.lua: nothing left after it
+    late = manager.acquire_proxy("audited", duration_seconds=3600)
+    assert late is not None
+    put_back = storage._execute(cleanup.send(reclaim))  # due.lua puts the hint back
+    with pytest.raises(StopIteration) as done:
+        cleanup.send(put_back)
+    assert done.value.value == 1
+
+    assert storage.audit().drift == ()
+    hint = storage.client.zscore(scene.globals.deadlines, str(scene.pool.id))
+    assert hint is not None and hint <= late.expires_at.timestamp() * 1e6 + 1e6
