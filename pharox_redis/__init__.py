@@ -5,7 +5,7 @@ from __future__ import annotations
 from .async_manager import AsyncRedisProxyManager
 from .async_storage import AsyncRedisStorage
 from .audit import AuditReport, Drift
-from .errors import LeaseLostError, RedisStorageError
+from .errors import LeaseLostError, NotReplicatedError, RedisStorageError
 from .keys import KeySchema
 from .leased import LeasedProxy
 from .manager import RedisProxyManager
@@ -21,6 +21,7 @@ __all__ = [
     "KeySchema",
     "LeaseLostError",
     "LeasedProxy",
+    "NotReplicatedError",
     "RedisProxyManager",
     "RedisStorage",
     "RedisStorageError",

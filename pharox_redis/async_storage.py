@@ -53,6 +53,13 @@ class AsyncRedisStorage(StorageShell, IAsyncStorage):
         How long released and reclaimed lease records stay readable.
     health_history:
         Most health records kept per proxy.
+    wait_replicas:
+        Replicas that must have a new lease before it is handed out (``WAIT`` pipelined
+        after every lease-making call; default 0, no waiting). When fewer acknowledge it
+        within ``wait_timeout``, the lease is released and
+        :class:`~pharox_redis.errors.NotReplicatedError` raised.
+    wait_timeout:
+        Seconds ``WAIT`` blocks at most (default 0.05).
 
     """
 

@@ -37,6 +37,7 @@ from pharox import (
 
 from . import codec
 from .codec import text
+from .errors import NotReplicatedError
 from .filters import CompiledFilter, compile_filters
 from .keys import KeySchema
 
@@ -148,14 +149,31 @@ class StorageCore:
         How long released and reclaimed lease records are kept.
     health_history:
         Most health records kept per proxy.
+    wait_replicas:
+        Replicas that must acknowledge a new lease (``WAIT``) before it is handed out.
+    wait_timeout:
+        Seconds ``WAIT`` may block for them.
 
     """
 
-    def __init__(self, keys: KeySchema, lease_retention_seconds: float, health_history: int):
+    def __init__(
+        self,
+        keys: KeySchema,
+        lease_retention_seconds: float,
+        health_history: int,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.05,
+    ):
         if not math.isfinite(lease_retention_seconds) or lease_retention_seconds < 0:
             raise ValueError("lease_retention_seconds must be a finite number >= 0")
         if health_history < 1:
             raise ValueError("health_history must be at least 1")
+        if not isinstance(wait_replicas, int) or wait_replicas < 0:
+            raise ValueError("wait_replicas must be an int >= 0")
+        if not (isinstance(wait_timeout, (int, float)) and 0 < wait_timeout < 3600):
+            raise ValueError("wait_timeout must be a number of seconds in (0, 3600)")
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, round(wait_timeout * 1000))
         self.keys = keys
         self.retention_us = round(lease_retention_seconds * 1_000_000)
         self.health_history = health_history
@@ -365,26 +383,54 @@ class StorageCore:
         Pipelined with the cleanup schedule, so it is one round trip.
         """
         first, *more = proxy_ids
-        reply, _ = yield Batch(
-            (
-                ScriptCall(
-                    "lease",
-                    self.keys.pool(pool_id),
-                    (
-                        expected_name,
-                        first,
-                        str(lease_id),
-                        str(consumer_id),
-                        duration_us,
-                        self.retention_us,
-                        "1" if move_cursor else "0",
-                        *more,
-                    ),
+        replies = yield self.lease_batch(
+            ScriptCall(
+                "lease",
+                self.keys.pool(pool_id),
+                (
+                    expected_name,
+                    first,
+                    str(lease_id),
+                    str(consumer_id),
+                    duration_us,
+                    self.retention_us,
+                    "1" if move_cursor else "0",
+                    *more,
                 ),
-                self.schedule(pool_id, duration_us),
-            )
+            ),
+            pool_id,
+            duration_us,
         )
+        reply = replies[0]
+        if text(reply[0]) in ("ok", "exists"):
+            yield from self.replicated(replies, pool_id, lease_id)
         return reply
+
+    def lease_batch(self, call: ScriptCall, pool_id: UUID, duration_us: int) -> Batch:
+        """Return a lease-making call pipelined with its schedule (and ``WAIT``, if set).
+
+        Still one round trip; ``WAIT`` comes last, so it covers both writes.
+        """
+        calls: list[Call] = [call, self.schedule(pool_id, duration_us)]
+        if self.wait_replicas:
+            calls.append(Command(("WAIT", self.wait_replicas, self.wait_timeout_ms)))
+        return Batch(calls)
+
+    def replicated(self, replies: Sequence[Any], pool_id: UUID, lease_id: UUID) -> Op[None]:
+        """Check the ``WAIT`` of a lease batch; release the lease and raise when it fell short.
+
+        Raises
+        ------
+        NotReplicatedError
+            When fewer than ``wait_replicas`` replicas acknowledged the lease.
+
+        """
+        if not self.wait_replicas or int(replies[2]) >= self.wait_replicas:
+            return
+        yield one(
+            ScriptCall("release", self.keys.pool(pool_id), (str(lease_id), self.retention_us))
+        )
+        raise NotReplicatedError(lease_id, int(replies[2]), self.wait_replicas)
 
     def schedule(self, pool_id: UUID, duration_us: int) -> ScriptCall:
         """Return the call that makes cleanup visit a pool when a new lease expires."""

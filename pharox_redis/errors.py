@@ -26,6 +26,33 @@ class RedisStorageError(PharoxError):
     lease_id: Optional[UUID] = None
 
 
+class NotReplicatedError(RedisStorageError):
+    """Fewer replicas than ``wait_replicas`` acknowledged a new lease within ``wait_timeout``.
+
+    The lease has been released again (best effort), so nothing is held; a failover now
+    could have lost it and handed the proxy to someone else.
+
+    Parameters
+    ----------
+    lease_id:
+        The lease that was made and released.
+    acked:
+        Replicas that acknowledged it.
+    wanted:
+        Replicas the storage waits for.
+
+    """
+
+    def __init__(self, lease_id: UUID, acked: int, wanted: int) -> None:
+        super().__init__(
+            f"Lease {lease_id} reached {acked} of the {wanted} replica(s) required in time; "
+            "it was released."
+        )
+        self.lease_id = lease_id
+        self.acked = acked
+        self.wanted = wanted
+
+
 class LeaseLostError(InvalidLeaseError):
     """A lease is no longer held: it expired, was released, or its pool was deleted.
 

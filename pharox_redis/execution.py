@@ -26,7 +26,13 @@ from .scripts import sources
 RAW = {NEVER_DECODE: True}
 DEFAULT_LEASE_RETENTION_SECONDS = 300.0
 DEFAULT_HEALTH_HISTORY = 100
-STORAGE_OPTIONS = ("prefix", "lease_retention_seconds", "health_history")
+STORAGE_OPTIONS = (
+    "prefix",
+    "lease_retention_seconds",
+    "health_history",
+    "wait_replicas",
+    "wait_timeout",
+)
 
 
 class StorageShell:
@@ -43,9 +49,13 @@ class StorageShell:
         prefix: str = "pharox",
         lease_retention_seconds: float = DEFAULT_LEASE_RETENTION_SECONDS,
         health_history: int = DEFAULT_HEALTH_HISTORY,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.05,
     ) -> None:
         self.client = client
-        self.core = StorageCore(KeySchema(prefix), lease_retention_seconds, health_history)
+        self.core = StorageCore(
+            KeySchema(prefix), lease_retention_seconds, health_history, wait_replicas, wait_timeout
+        )
         self._scripts = {name: client.register_script(src) for name, src in sources().items()}
         self._shas: dict[str, str] = {name: s.sha for name, s in self._scripts.items()}
 

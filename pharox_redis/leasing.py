@@ -32,7 +32,6 @@ from .core import (
     MAX_UNDECIDED,
     SCAN_BUDGET,
     STALE,
-    Batch,
     Op,
     ScriptCall,
     Stale,
@@ -112,33 +111,34 @@ def _acquire_in(
     name = request.pool_name
     offset = 0
     while True:
-        reply, _ = yield Batch(
-            (
-                ScriptCall(
-                    "acquire",
-                    pk,
-                    (
-                        name,
-                        request.selector.value,
-                        filter_json,
-                        offset,
-                        SCAN_BUDGET,
-                        MAX_UNDECIDED,
-                        str(request.lease_id),
-                        str(consumer_id),
-                        duration_us,
-                        core.retention_us,
-                        ACQUIRE_RECLAIM,
-                    ),
+        replies = yield core.lease_batch(
+            ScriptCall(
+                "acquire",
+                pk,
+                (
+                    name,
+                    request.selector.value,
+                    filter_json,
+                    offset,
+                    SCAN_BUDGET,
+                    MAX_UNDECIDED,
+                    str(request.lease_id),
+                    str(consumer_id),
+                    duration_us,
+                    core.retention_us,
+                    ACQUIRE_RECLAIM,
                 ),
-                core.schedule(pool_id, duration_us),
-            )
+            ),
+            pool_id,
+            duration_us,
         )
+        reply = replies[0]
         code = text(reply[0])
         if code in ("nopool", "stale"):
             return STALE
         counters = reply[2:7]
         if code in ("ok", "exists"):
+            yield from core.replicated(replies, pool_id, request.lease_id)
             lease_raw, proxy_id, state, count, record = reply[7:12]
             if not state or not record:
                 return Acquired(None, counters)  # the proxy was deleted since (retry only)
