@@ -105,9 +105,12 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided)
     end
   end
   local undecided, examined, pos = 0, 0, offset
+  -- Without a filter the first candidate is taken: read one member, not a chunk.
+  local step = filter and 64 or 1
   while pos < total and examined < budget do
     local rank = (start + pos) % total
-    local chunk = math.min(64, total - pos, budget - examined, total - rank)
+    local chunk = math.min(step, total - pos, budget - examined, total - rank)
+    step = 64
     local members = redis.call('ZRANGE', order, rank, rank + chunk - 1)
     for _, member in ipairs(members) do
       examined, pos = examined + 1, pos + 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple
 from uuid import UUID
 
+_POOL_CACHE_LIMIT = 10_000
+
 
 class PoolKeys(NamedTuple):
     """The keys of one pool, in the order every pool script receives them (``lua/_pool.lua``)."""
@@ -64,6 +66,7 @@ class KeySchema:
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be a non-empty str without '{{' or '}}', got {prefix!r}")
         self.prefix = prefix
+        self._pools: dict[UUID | str, PoolKeys] = {}
         g = f"{prefix}:{{global}}:"
         self.globals = GlobalKeys(
             pool_ids=f"{g}pool-ids",
@@ -74,6 +77,12 @@ class KeySchema:
         )
 
     def pool(self, pool_id: UUID | str) -> PoolKeys:
-        """Return the keys of the pool with this id."""
-        tag = f"{self.prefix}:{{p:{pool_id}}}:"
-        return PoolKeys(*(tag + field for field in PoolKeys._fields))
+        """Return the keys of the pool with this id (cached: every lease call needs them)."""
+        cached = self._pools.get(pool_id)
+        if cached is None:
+            tag = f"{self.prefix}:{{p:{pool_id}}}:"
+            cached = PoolKeys(*(tag + field for field in PoolKeys._fields))
+            if len(self._pools) >= _POOL_CACHE_LIMIT:
+                self._pools.clear()
+            self._pools[pool_id] = cached
+        return cached
