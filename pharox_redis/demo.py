@@ -13,7 +13,7 @@ The demo builds a pool of twelve proxies and leases from it with ``RedisProxyMan
 round trip per acquire): with every selector, with flat and nested filters and with a Python
 predicate, through ``with_proxy`` with a keep-alive and an acquire callback. It then hammers
 the pool from a few threads, first with pharox's stock ``ProxyManager`` and then with
-``RedisProxyManager``, and prints the final pool counters.
+``RedisProxyManager``, prints the final pool counters and audits the pool.
 """
 
 from __future__ import annotations
@@ -494,7 +494,13 @@ def tour(storage: RedisStorage, say: Callable[[str], None]) -> bool:
         )
     final = storage.get_pool_stats(POOL_NAME)
     say(f"final: {stats_line(final)}")
-    return final is not None and final.leased_proxies == 0 and final.total_leases == 0
+    audit = storage.audit(POOL_NAME)
+    say(
+        f"audit (pharox-redis verify): {audit.proxies} proxies, {audit.active_leases} active "
+        f"leases, {len(audit.drift)} drift"
+    )
+    idle = final is not None and final.leased_proxies == 0 and final.total_leases == 0
+    return idle and audit.clean
 
 
 def remove_namespace(storage: RedisStorage) -> int:
