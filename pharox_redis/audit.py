@@ -2,14 +2,16 @@
 
 Everything the scripts derive is recomputed from the proxies and the lease records:
 
-* per pool, atomically (``lua/audit.lua``): each proxy's lease count, the four
-  availability sets, the five counters, the deadline and history zsets;
+* per pool (``lua/audit.lua``), in bounded steps, each one atomic script call that compares
+  values read at the same instant (so leasing meanwhile never looks like drift): each
+  proxy's lease count, the four availability sets, the five counters, the deadline and
+  history zsets;
 * across pools (here): the registry's two hashes, the pool keys themselves (a pool whose
   ``save_pool`` or ``delete_pool`` was cut between its two steps) and the global deadline
   index that tells cleanup which pools to visit.
 
-With ``repair=True`` each pool's drift is fixed inside the same script call that found it,
-so a repair never races a lease; the registry is repaired by rolling an interrupted
+With ``repair=True`` each drift is fixed inside the same script call that found it, so a
+repair never races a lease; the registry is repaired by rolling an interrupted
 ``save_pool`` or ``delete_pool`` forward.
 """
 
@@ -24,6 +26,8 @@ from .codec import text
 from .core import CLAIM_GRACE_US, Batch, Command, Op, ScriptCall, StorageCore, _check_name, one
 
 _REPAIR_PASSES = 3
+AUDIT_STEPS = ("leases", "history", "counts", "proxies", "records", "sets", "counters")
+AUDIT_PAGE = 250  # proxies, set members or lease records one audit step reads (~10 ms)
 # schedule.lua runs just after the lease in the same pipeline, so its hint is later than the
 # lease's deadline by the time between the two calls: lateness up to this much is no drift.
 SCHEDULE_SLACK_US = 1_000_000
@@ -150,32 +154,53 @@ def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op
     if repair and fixes:
         yield Batch(fixes)
 
-    if not targets:
-        return AuditReport(0, 0, 0, tuple(drift))
-    mode = "repair" if repair else "check"
-    replies = yield Batch(
-        [
-            ScriptCall("audit", core.keys.pool(uid), (mode, core.retention_us, registry[uid]))
-            for uid in targets
-        ]
-    )
     proxies = active = 0
-    for uid, reply in zip(targets, replies, strict=True):
+    for uid in targets:
         pool = registry.get(uid, str(uid))
-        if text(reply[0]) == "nopool":
+        audited = yield from _audit_pool(core, uid, pool, repair, drift)
+        if audited is None:
             # save_pool registers first, then writes the pool: finish the second step.
             drift.append(Drift(pool, "registry", str(uid), "", "pool keys"))
             if repair:
                 yield one(Command(("HSET", core.keys.pool(uid).meta, "name", pool)))
             continue
-        proxies += int(reply[1])
-        active += int(reply[2])
-        flat = [text(v) for v in reply[4:]]
-        drift += [Drift(pool, *flat[i : i + 4]) for i in range(0, len(flat), 4)]
-        earliest = text(reply[3])
-        if earliest:
-            yield from _check_schedule(core, uid, pool, int(earliest), hint, now_us, repair, drift)
+        count, leases, earliest = audited
+        proxies += count
+        active += leases
+        if earliest is not None:
+            yield from _check_schedule(core, uid, pool, earliest, hint, now_us, repair, drift)
     return AuditReport(len(targets), proxies, active, tuple(drift))
+
+
+def _audit_pool(
+    core: StorageCore, uid: UUID, pool: str, repair: bool, drift: list[Drift]
+) -> Op[Optional[tuple[int, int, Optional[int]]]]:
+    """Run every step of ``lua/audit.lua`` over a pool, page by page.
+
+    Returns (proxies, active leases, earliest deadline), or None when the pool has no keys.
+    """
+    keys = core.keys.pool(uid)
+    mode = "repair" if repair else "check"
+    proxies = active = 0
+    earliest: Optional[int] = None
+    for step in AUDIT_STEPS:
+        cursor: Any = "0"
+        while True:
+            (reply,) = yield one(
+                ScriptCall("audit", keys, (step, mode, pool, core.retention_us, cursor, AUDIT_PAGE))
+            )
+            if text(reply[0]) == "nopool":
+                return None
+            flat = [text(v) for v in reply[5:]]
+            drift += [Drift(pool, *flat[i : i + 4]) for i in range(0, len(flat), 4)]
+            if step == "counts":
+                active, earliest = int(reply[3]), int(text(reply[4])) if reply[4] else None
+            elif step == "counters":
+                proxies = int(reply[2])
+            cursor = text(reply[1])
+            if cursor == "0":
+                break
+    return proxies, active, earliest
 
 
 def _registry_drift(
