@@ -100,9 +100,15 @@ _health_decoder = msgspec.json.Decoder(HealthRow)
 # Filter attribute -> ProxyState key; filters.py compiles ProxyFilters to these keys.
 FILTER_FIELDS = {"source": "src", "country": "co", "city": "ci", "isp": "isp"}
 
+# Largest max_concurrency and latency_ms stored: Lua's cjson writes numbers with 14
+# significant digits, so a larger integer would come back as a float (1e+14).
+MAX_EXACT = 10**12
+
 
 def to_us(moment: datetime) -> int:
     """Return microseconds since the epoch (a naive datetime is taken as UTC)."""
+    if not isinstance(moment, datetime):
+        raise ValueError(f"expected a datetime, got {type(moment).__name__}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return (moment - EPOCH) // _ONE_US
@@ -123,12 +129,52 @@ def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _coordinate(value: Optional[float], name: str, limit: float) -> Optional[str]:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or abs(value) > limit:
+    if not _number(value) or not math.isfinite(value) or abs(value) > limit:
         raise ValueError(f"{name} must be a finite number within ±{limit:g}, got {value!r}")
     return repr(float(value))
+
+
+def latency_ms(value: Any) -> Optional[int]:
+    """Return a health latency as whole milliseconds, or None.
+
+    Raises
+    ------
+    ValueError
+        Unless ``value`` is None or a number in ``0..MAX_EXACT`` (not NaN, not negative).
+
+    """
+    if value is None:
+        return None
+    if not _number(value) or not 0 <= value <= MAX_EXACT:
+        raise ValueError(f"latency_ms must be a number of milliseconds in 0..{MAX_EXACT}")
+    return int(value)
+
+
+def _optional_text(value: Any, name: str) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a str or None, got {type(value).__name__}")
+    return value
+
+
+def _host(proxy: Proxy) -> str:
+    host = proxy.host
+    if isinstance(host, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return str(host)
+    if not isinstance(host, str) or not host or not host.isprintable() or " " in host:
+        raise ValueError(
+            f"proxy host must be a non-empty str without whitespace or control "
+            f"characters, got {host!r}"
+        )
+    return host
 
 
 def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
@@ -138,16 +184,24 @@ def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
     ------
     ValueError
         When a field holds a value pharox's model would reject (models are not
-        re-validated on assignment) or coordinates are not finite and in range.
+        re-validated on assignment), coordinates are not finite and in range, the host
+        is empty or holds whitespace or control characters, or max_concurrency is above
+        ``MAX_EXACT``.
 
     """
     if not isinstance(proxy, Proxy):
         raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")
-    if not isinstance(proxy.port, int) or not 0 < proxy.port <= 65535:
-        raise ValueError(f"proxy port must be 1..65535, got {proxy.port!r}")
+    port = proxy.port
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port <= 65535:
+        raise ValueError(f"proxy port must be 1..65535, got {port!r}")
     mc = proxy.max_concurrency
-    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
-        raise ValueError(f"max_concurrency must be a positive integer or None, got {mc!r}")
+    if mc is not None and (
+        not isinstance(mc, int) or isinstance(mc, bool) or not 0 < mc <= MAX_EXACT
+    ):
+        raise ValueError(
+            f"max_concurrency must be an integer in 1..{MAX_EXACT} or None (unlimited), got {mc!r}"
+        )
+    host = _host(proxy)
     status = ProxyStatus(proxy.status).value
     protocol = ProxyProtocol(proxy.protocol).value
     if not isinstance(proxy.id, UUID) or not isinstance(proxy.pool_id, UUID):
@@ -163,18 +217,24 @@ def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
         c=checked_key(checked),
         f=str(-checked),
         m=mc,
-        src=proxy.source,
-        co=proxy.country,
-        ci=proxy.city,
-        isp=proxy.isp,
+        src=_optional_text(proxy.source, "source"),
+        co=_optional_text(proxy.country, "country"),
+        ci=_optional_text(proxy.city, "city"),
+        isp=_optional_text(proxy.isp, "isp"),
         asn=None if asn is None else str(asn),
         lat=_coordinate(proxy.latitude, "latitude", 90),
         lon=_coordinate(proxy.longitude, "longitude", 180),
     )
     creds = proxy.credentials
+    if creds is not None and not (
+        isinstance(creds, ProxyCredentials)
+        and isinstance(creds.user, str)
+        and isinstance(creds.password, str)
+    ):
+        raise ValueError("credentials must be a pharox ProxyCredentials with str user and password")
     record = ProxyRecord(
-        host=str(proxy.host),
-        port=proxy.port,
+        host=host,
+        port=port,
         protocol=protocol,
         user=creds.user if creds else None,
         password=creds.password if creds else None,
@@ -182,7 +242,7 @@ def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
     return str(proxy.id), _state_encoder.encode(state), _record_encoder.encode(record)
 
 
-def _host(value: str) -> Any:
+def _parse_host(value: str) -> Any:
     try:
         return ipaddress.ip_address(value)
     except ValueError:
@@ -200,7 +260,7 @@ def decode_proxy(
         creds = ProxyCredentials.model_construct(user=rec.user, password=rec.password)
     return Proxy.model_construct(
         id=UUID(text(proxy_id)),
-        host=_host(rec.host),
+        host=_parse_host(rec.host),
         port=rec.port,
         protocol=ProxyProtocol(rec.protocol),
         pool_id=pool_id,

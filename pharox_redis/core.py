@@ -189,6 +189,7 @@ class StorageCore:
         The empty name is never cached: scripts take an expected name of '' as "any name",
         so they could not detect that the pool behind it was renamed.
         """
+        _check_name(name, "pool_name")
         if not refresh and name and name in self._pool_ids:
             return self._pool_ids[name]
         (raw,) = yield one(Command(("HGET", self.keys.globals.pool_names, name)))
@@ -597,8 +598,14 @@ class StorageCore:
     def save_proxies(self, proxies: Sequence[Proxy]) -> Op[int]:
         """Insert or update proxies; validates everything before writing anything."""
         groups: dict[UUID, list[tuple[str, bytes, bytes]]] = {}
+        pool_of: dict[str, UUID] = {}
         for proxy in proxies:
             encoded = codec.encode_proxy(proxy)
+            first = pool_of.setdefault(encoded[0], proxy.pool_id)
+            if first != proxy.pool_id:
+                raise ValueError(
+                    f"proxy {encoded[0]} is given for two pools, {first} and {proxy.pool_id}"
+                )
             groups.setdefault(proxy.pool_id, []).append(encoded)
         if not groups:
             return 0

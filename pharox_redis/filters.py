@@ -38,7 +38,8 @@ def compile_filters(filters: Optional[ProxyFilters]) -> CompiledFilter:
     Raises
     ------
     ValueError
-        When the tree is deeper than ``MAX_FILTER_DEPTH``, has more than
+        When ``filters`` (or a clause in it) is not a ``ProxyFilters``, the tree is deeper
+        than ``MAX_FILTER_DEPTH`` (a cycle counts as too deep), has more than
         ``MAX_FILTER_NODES`` nodes, or holds coordinates that are not finite and in range.
 
     """
@@ -52,14 +53,18 @@ def compile_filters(filters: Optional[ProxyFilters]) -> CompiledFilter:
 
 
 def _node(f: ProxyFilters, depth: int, budget: list[int]) -> dict[str, Any]:
+    if not isinstance(f, ProxyFilters):
+        raise ValueError(f"filters must be pharox ProxyFilters, got {type(f).__name__}")
     if depth > MAX_FILTER_DEPTH:
         raise ValueError(f"filters may nest at most {MAX_FILTER_DEPTH} levels deep")
     budget[0] -= 1
     if budget[0] < 0:
         raise ValueError(f"filters may have at most {MAX_FILTER_NODES} clauses")
     node: dict[str, Any] = {}
-    eq = [[key, getattr(f, attr)] for attr, key in FILTER_FIELDS.items() if getattr(f, attr)]
+    eq = [[key, _text(f, attr)] for attr, key in FILTER_FIELDS.items() if getattr(f, attr)]
     if f.asn is not None:
+        if not isinstance(f.asn, int) or isinstance(f.asn, bool):
+            raise ValueError(f"filter asn must be an int, got {f.asn!r}")
         eq.append(["asn", str(f.asn)])
     if eq:
         node["eq"] = eq
@@ -76,7 +81,15 @@ def _node(f: ProxyFilters, depth: int, budget: list[int]) -> dict[str, Any]:
     return node
 
 
+def _text(f: ProxyFilters, attr: str) -> str:
+    value = getattr(f, attr)
+    if not isinstance(value, str):
+        raise ValueError(f"filter {attr} must be a str, got {value!r}")
+    return value
+
+
 def _finite(value: float, name: str, limit: float) -> float:
-    if not math.isfinite(value) or abs(value) > limit:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or abs(value) > limit:
         raise ValueError(f"filter {name} must be finite and within ±{limit:g}, got {value!r}")
     return float(value)

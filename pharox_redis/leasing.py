@@ -36,6 +36,7 @@ from .core import (
     ScriptCall,
     Stale,
     StorageCore,
+    check_text,
     lease_duration_us,
     one,
     stats_snapshot,
@@ -84,8 +85,7 @@ def acquire(core: StorageCore, request: AcquireRequest) -> Op[Acquired]:
     """Lease a proxy from a pool by selector and filters; ``leased`` is None when none fits."""
     duration_us = lease_duration_us(request.duration_seconds)
     compiled = compile_filters(request.filters)
-    if not isinstance(request.pool_name, str):
-        raise ValueError(f"pool_name must be a str, got {type(request.pool_name).__name__}")
+    check_text(request.pool_name, "pool_name")
     consumer_id = yield from core.ensure_consumer(request.consumer_name)
     for refresh in (False, True):
         pool_id = yield from core.pool_id(request.pool_name, refresh)
@@ -135,6 +135,8 @@ def _acquire_in(
         reply = replies[0]
         code = text(reply[0])
         if code in ("nopool", "stale"):
+            if code == "nopool":  # no lease was made: drop the hint scheduled with it
+                yield one(core.unschedule(pool_id))
             return STALE
         counters = reply[2:7]
         if code in ("ok", "exists"):
@@ -163,6 +165,8 @@ def _acquire_in(
                 )
                 taken_code = text(taken[0])
                 if taken_code in ("nopool", "stale"):
+                    if taken_code == "nopool":
+                        yield one(core.unschedule(pool_id))
                     return STALE
                 if taken_code in ("ok", "exists"):
                     held = codec.decode_lease(request.lease_id, taken[2], pool_id, name)
@@ -215,8 +219,10 @@ def renew(core: StorageCore, lease: Lease, duration_seconds: Any) -> Op[Lease]:
         For a duration that is not a positive number of at most 100 years.
 
     """
+    if not isinstance(lease, Lease):
+        raise ValueError(f"expected a pharox Lease, got {type(lease).__name__}")
     duration_us = lease_duration_us(duration_seconds)
-    pool_id = lease.pool_id
+    pool_id = lease.pool_id if isinstance(lease.pool_id, UUID) else None
     if pool_id is None:
         found = yield from core.lease_location(lease.id)
         if found is None:
