@@ -35,6 +35,7 @@ from .execution import (
     single,
     split_options,
     storage_error,
+    with_scripts_replies,
 )
 
 T = TypeVar("T")
@@ -116,26 +117,27 @@ class AsyncRedisStorage(StorageShell, IAsyncStorage):
         try:
             return await self._send(self.client, call)
         except NoScriptError:
-            await self._load_scripts()
-            return await self._send(self.client, call)
+            replies = await self._resend_with_scripts(Batch((call,)))
+            return raise_errors(replies)[0]
 
     async def _execute_pipeline(self, batch: Batch) -> list[Any]:
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=batch.atomic)
-            for call in batch.calls:
-                self._send(pipe, call)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-            if not scripts_lost(batch, replies) or attempt == 2:
-                break
-            await self._load_scripts()
+        pipe = self.client.pipeline(transaction=batch.atomic)
+        for call in batch.calls:
+            self._send(pipe, call)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if scripts_lost(batch, replies):
+            replies = await self._resend_with_scripts(batch)
         return raise_errors(replies)
 
-    async def _load_scripts(self) -> None:
-        """Load every script in one round trip (Redis lost them: restart, failover, flush)."""
-        pipe = self.client.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
-        await pipe.execute()
+    async def _resend_with_scripts(self, batch: Batch) -> list[Any]:
+        """Send a batch again, each script loaded in one transaction with its call.
+
+        Redis lost its scripts (restart, failover, SCRIPT FLUSH); loading them in a round
+        trip of their own would leave room for another flush before the re-send.
+        """
+        pipe = self.client.pipeline(transaction=batch.atomic)
+        where = self._queue_with_scripts(pipe, batch)
+        return with_scripts_replies(where, await pipe.execute(raise_on_error=False))
 
     # ------------------------------------------------------------------ IAsyncStorage
 

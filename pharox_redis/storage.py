@@ -35,6 +35,7 @@ from .execution import (
     single,
     split_options,
     storage_error,
+    with_scripts_replies,
 )
 
 T = TypeVar("T")
@@ -109,26 +110,27 @@ class RedisStorage(StorageShell, IStorage):
         try:
             return self._send(self.client, call)
         except NoScriptError:
-            self._load_scripts()
-            return self._send(self.client, call)
+            replies = self._resend_with_scripts(Batch((call,)))
+            return raise_errors(replies)[0]
 
     def _execute_pipeline(self, batch: Batch) -> list[Any]:
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=batch.atomic)
-            for call in batch.calls:
-                self._send(pipe, call)
-            replies: list[Any] = pipe.execute(raise_on_error=False)
-            if not scripts_lost(batch, replies) or attempt == 2:
-                break
-            self._load_scripts()
+        pipe = self.client.pipeline(transaction=batch.atomic)
+        for call in batch.calls:
+            self._send(pipe, call)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        if scripts_lost(batch, replies):
+            replies = self._resend_with_scripts(batch)
         return raise_errors(replies)
 
-    def _load_scripts(self) -> None:
-        """Load every script in one round trip (Redis lost them: restart, failover, flush)."""
-        pipe = self.client.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
-        pipe.execute()
+    def _resend_with_scripts(self, batch: Batch) -> list[Any]:
+        """Send a batch again, each script loaded in one transaction with its call.
+
+        Redis lost its scripts (restart, failover, SCRIPT FLUSH); loading them in a round
+        trip of their own would leave room for another flush before the re-send.
+        """
+        pipe = self.client.pipeline(transaction=batch.atomic)
+        where = self._queue_with_scripts(pipe, batch)
+        return with_scripts_replies(where, pipe.execute(raise_on_error=False))
 
     # ------------------------------------------------------------------ IStorage
 

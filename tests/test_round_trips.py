@@ -21,7 +21,8 @@ Counts observed (redis-server 7.0, redis-py 8):
   find, EVALSHA lease + EVALSHA schedule, HMGET stats), release 2 (EVALSHA release, HMGET),
   cleanup with nothing expired 1 (EVALSHA due).
 * After SCRIPT FLUSH the first acquire is still one batch for the Recorder, but the server
-  sees the pipeline twice (NOSCRIPT, then again) with two SCRIPT LOAD in between.
+  sees the pipeline twice: NOSCRIPT, then each script call again inside MULTI with a
+  SCRIPT LOAD of its script.
 """
 
 from __future__ import annotations
@@ -447,11 +448,12 @@ def test_first_acquire_after_script_flush(storage: RedisStorage, meter: Meter) -
             assert manager.acquire_proxy(pool.name, "w", 60) is not None
     finally:
         meter.load_scripts()
-    # One batch for the Recorder, three round trips on the wire: the pipeline answered
-    # NOSCRIPT, every script was loaded in one pipeline, and the pipeline went again.
+    # One batch for the Recorder, two round trips on the wire: the pipeline answered
+    # NOSCRIPT, then went again with each script loaded in one transaction with its call,
+    # so no SCRIPT FLUSH can land between the load and the call.
     assert len(recorder.batches) == 1
-    assert seen.sent[:2] == ACQUIRE and seen.sent[-2:] == ACQUIRE
-    assert seen.sent[2:-2] == ["SCRIPT LOAD"] * len(sources())
+    reloaded = [["MULTI", "SCRIPT LOAD", call, "EXEC"] for call in ACQUIRE]
+    assert seen.sent == [*ACQUIRE, *reloaded[0], *reloaded[1]]
     recorder.reset()
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60) is not None

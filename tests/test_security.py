@@ -173,7 +173,7 @@ def test_docs_show_the_rule() -> None:
 def sync_flow(url: str, admin: redis.Redis) -> None:
     """Every storage and manager operation, as the restricted user; checks the results."""
     # health_check_interval: redis-py PINGs a connection idle longer than this before using
-    # it (30 s with from_url); a tiny one makes the PING happen in this short test.
+    # it (off by default with from_url); a tiny one makes the PING happen in this short test.
     storage = RedisStorage.from_url(url, health_check_interval=0.001, lease_retention_seconds=60)
     try:
         pool = ProxyPool(name="acl")
