@@ -1,0 +1,331 @@
+"""Render the run as Markdown (``BENCHMARKS.md``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from .backends import SELECTORS, BackendsResult
+from .filters import FiltersResult
+from .results import Results
+from .scale import ScaleResult
+from .settings import Settings
+from .stats import geometric_mean, percentile
+from .targets import IN_MEMORY, Verdict, floor_fraction
+from .workers import KIND_NAMES, MANAGER_KINDS, WorkersResult
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def us(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds * 1e6:,.0f}"
+
+
+def rate(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
+    rows = [[v.name, v.goal, f"**{v.status}**", v.measured, v.detail] for v in verdicts]
+    return table(["target", "goal", "verdict", "measured", "detail"], rows)
+
+
+def backends_lines(b: BackendsResult) -> list[str]:
+    by = b.by_selector()
+    memory = by.get(IN_MEMORY, {})
+    selectors = [s.value for s in SELECTORS]
+    rows = []
+    for label, rates in by.items():
+        mean = geometric_mean(rates.values())
+        vs = [rates[s] / memory[s] for s in rates if s in memory and memory[s] > 0]
+        vs_mean = geometric_mean(vs)
+        rows.append(
+            [label]
+            + [rate(rates.get(s)) for s in selectors]
+            + [rate(mean), "-" if vs_mean is None else f"{vs_mean:.2f}"]
+        )
+    lines = table(
+        ["backend / manager", *selectors, "geometric mean", "x InMemory"],
+        rows,
+    )
+    misses = [f"{r.label} {r.selector}" for r in b.rows if r.hits != r.iterations]
+    lines.append(
+        "Acquire+release cycles/s, one process. Every run got a lease on every iteration."
+        if not misses
+        else f"Runs with misses (no proxy free): {', '.join(misses)}."
+    )
+    lines.append("")
+    lines.append("Round trips on the real Redis (warm caches, averaged over the four selectors):")
+    lines.append("")
+    trip_rows = [
+        [
+            t.manager,
+            f"{t.acquire:g}",
+            f"{t.acquire_commands:g}",
+            f"{t.release:g}",
+            f"{t.release_commands:g}",
+        ]
+        for t in b.round_trips
+    ]
+    lines += table(
+        [
+            "manager",
+            "acquire: round trips",
+            "acquire: commands",
+            "release: round trips",
+            "release: commands",
+        ],
+        trip_rows,
+    )
+    return lines
+
+
+def workers_lines(w: WorkersResult, plot_link: Optional[str]) -> list[str]:
+    counts = sorted({n for n, _ in w.configs})
+    floor = w.rates("evalsha")
+    rows = []
+    for n in counts:
+        ping, evalsha = w.get(n, "ping"), w.get(n, "evalsha")
+        row = [
+            str(n),
+            rate(ping.rate if ping else None),
+            rate(evalsha.rate if evalsha else None),
+            rate(evalsha.rate / 2 if evalsha else None),
+        ]
+        for kind in ("fast", "stock"):
+            config = w.get(n, kind)
+            row.append(rate(config.rate if config else None))
+            row.append(
+                f"{floor_fraction(config.rate, floor[n]):.2f}"
+                if config is not None and n in floor
+                else "-"
+            )
+        rows.append(row)
+    lines = table(
+        [
+            "processes",
+            "PING/s",
+            "EVALSHA/s",
+            "floor cycles/s (EVALSHA/2)",
+            "RedisProxyManager cycles/s",
+            "x floor",
+            "stock ProxyManager cycles/s",
+            "x floor",
+        ],
+        rows,
+    )
+    detail = []
+    order = {kind: i for i, kind in enumerate(KIND_NAMES)}
+    configs = sorted(w.configs.values(), key=lambda c: (c.processes, order[c.kind]))
+    for c in configs:
+        n, kind, audit = c.processes, c.kind, c.audit
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(c.errors.items())) or "0"
+        detail.append(
+            [
+                str(n),
+                KIND_NAMES[kind],
+                rate(c.rate),
+                us(c.p50),
+                us(c.p99),
+                "-" if c.server_us_per_op is None else f"{c.server_us_per_op:,.0f}",
+                str(c.misses) if kind in MANAGER_KINDS else "-",
+                errors,
+                str(audit.leases) if audit else "-",
+                f"{audit.peak} ({audit.excess} beyond)" if audit else "-",
+            ]
+        )
+    lines.append(
+        "Per configuration (median rate of the rounds; latency percentiles over all calls "
+        "of all rounds; `server us/op` is Redis's own command time per call or cycle, from "
+        "INFO commandstats, Lua included; the audit replays every stored lease on the "
+        "server's clock):"
+    )
+    lines.append("")
+    lines += table(
+        [
+            "processes",
+            "what",
+            "ops/s",
+            "p50 us",
+            "p99 us",
+            "server us/op",
+            "misses (None)",
+            "exceptions",
+            "leases audited",
+            "peak leases on one proxy",
+        ],
+        detail,
+    )
+    for c in configs:
+        for name, message in sorted(c.messages.items()):
+            lines.append(
+                f"- {c.processes} processes, {KIND_NAMES[c.kind]}, first {name}: `{message}`"
+            )
+    if any(c.messages for c in w.configs.values()):
+        lines.append("")
+    if plot_link:
+        lines += [f"![cycles/s against worker processes]({plot_link})", ""]
+    return lines
+
+
+def scale_lines(s: ScaleResult) -> list[str]:
+    selectors = [x.value for x in SELECTORS]
+    rows = []
+    for size in s.sizes:
+        rows.append(
+            [
+                f"{size.size:,}",
+                f"{size.load_seconds:.2f}",
+                rate(size.size / size.load_seconds if size.load_seconds else None),
+                f"{size.memory_used_delta / size.size:,.0f}",
+                f"{size.memory_keys / size.size:,.0f}",
+                us(size.p50),
+                us(size.p99),
+            ]
+            + [us(percentile(size.by_selector.get(sel, []), 50)) for sel in selectors]
+        )
+    lines = table(
+        [
+            "proxies",
+            "bulk load s",
+            "proxies/s",
+            "bytes/proxy (used_memory)",
+            "bytes/proxy (MEMORY USAGE)",
+            "acquire p50 us",
+            "acquire p99 us",
+            *[f"p50 us {sel}" for sel in selectors],
+        ],
+        rows,
+    )
+    lines.append(
+        "Bulk load: `add_proxies_bulk` (building the pydantic models is not timed). The "
+        "larger memory figure counts for T5."
+    )
+    lines.append("")
+    c = s.churn
+    if c is not None:
+        lines.append(
+            f"Memory churn: {c.cycles:,} acquire/release cycles on the {c.size:,}-proxy pool "
+            f"({c.cycles / c.seconds:,.0f} cycles/s) with lease_retention_seconds={c.retention:g}; "
+            "each side measured after the retention passed and a few cycles ran:"
+        )
+        lines.append("")
+        lines += table(
+            ["measure", "before", "after", "after / before"],
+            [
+                [
+                    "server used_memory",
+                    f"{c.before.used:,}",
+                    f"{c.after.used:,}",
+                    f"{c.after.used / c.before.used:.4f}",
+                ],
+                [
+                    "MEMORY USAGE of the pool's keys",
+                    f"{c.before.keys:,}",
+                    f"{c.after.keys:,}",
+                    f"{c.after.keys / c.before.keys:.4f}",
+                ],
+                ["lease records kept", str(c.records_before), str(c.records_after), "-"],
+            ],
+        )
+    return lines
+
+
+def filters_lines(f: FiltersResult) -> list[str]:
+    rows = [
+        [
+            r.name,
+            f"{r.matching:,} ({r.matching / f.pool_size:.1%})",
+            us(r.p50),
+            us(r.p99),
+            f"{r.hits}/{r.hits + r.misses + r.errors}",
+            str(r.errors),
+        ]
+        for r in f.rows
+    ]
+    lines = [
+        f"RedisProxyManager on a pool of {f.pool_size:,} proxies with source, country, city, "
+        f"coordinates, isp and asn set ({f.bytes_per_proxy:,.0f} bytes/proxy, loaded in "
+        f"{f.load_seconds:.1f} s); selectors cycling; acquire timed, then released.",
+        "",
+    ]
+    return lines + table(
+        ["filter", "matching proxies", "p50 us", "p99 us", "leased", "exceptions"], rows
+    )
+
+
+def render(
+    settings: Settings,
+    results: Results,
+    verdicts: Sequence[Verdict],
+    facts: dict[str, str],
+    date: str,
+    seconds: float,
+) -> str:
+    out = settings.out
+    plot_link = None
+    if results.workers is not None and results.plot_note is None:
+        plot_link = Path(os.path.relpath(str(settings.plot), str(out.parent))).as_posix()
+    lines = [
+        "# pharox-redis benchmarks",
+        "",
+        f"Generated by `benchmarks/` on {date} in {seconds:,.0f} s"
+        + (
+            " with **--quick** (tiny settings: not the targets' conditions)."
+            if settings.quick
+            else "."
+        ),
+        "",
+        "```bash",
+        settings.command,
+        "```",
+        "",
+    ]
+    lines += table(["machine", ""], [[k, v] for k, v in facts.items()])
+    lines.append(
+        "The machine is shared and noisy, so every headline figure is a ratio of two "
+        "figures measured in this same run."
+    )
+    lines.append("")
+    lines += ["## Targets", "", *verdict_lines(verdicts)]
+    if results.backends is not None:
+        lines += [
+            "## 1. Backends on pharox's leasing benchmark",
+            "",
+            f"`pharox.run_leasing_benchmark` ({settings.iterations} iterations, a pool of "
+            f"{settings.pool_size}) for pharox's stock ProxyManager; the same loop "
+            "(`benchmarks.backends.fast_leasing_benchmark`) for RedisProxyManager. Fresh "
+            "storage for every run.",
+            "",
+        ]
+        lines += backends_lines(results.backends)
+    if results.workers is not None:
+        w = results.workers
+        lines += [
+            "## 2-3. Worker processes on one pool, and the round-trip floor",
+            "",
+            f"N `spawn` processes start together on a barrier and run timed {settings.seconds:g} s "
+            f"windows ({settings.rounds} round(s), median counts): PING and EVALSHA of "
+            "`return 1` (the floor: what Python and redis-py can do against this Redis), then "
+            f"acquire+release cycles (ROUND_ROBIN) on a shared pool of {w.pool_size} proxies "
+            f"with max_concurrency={w.max_concurrency}. A cycle needs two round trips, so "
+            "`x floor` = cycles/s / (EVALSHA/s / 2).",
+            "",
+        ]
+        lines += workers_lines(w, plot_link)
+    if results.scale is not None:
+        lines += ["## 4. Scale", "", *scale_lines(results.scale)]
+    if results.filters is not None:
+        lines += ["## 5. Filters", "", *filters_lines(results.filters)]
+    notes = list(results.notes)
+    if results.plot_note:
+        notes.append(f"plot not written: {results.plot_note}")
+    if notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,51 @@
+"""What one run measured, section by section, and the numbers the targets need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .backends import BackendsResult
+from .filters import FiltersResult
+from .scale import ScaleResult
+from .targets import Measured
+from .workers import WorkersResult
+
+
+@dataclass
+class Results:
+    backends: Optional[BackendsResult] = None
+    workers: Optional[WorkersResult] = None
+    scale: Optional[ScaleResult] = None
+    filters: Optional[FiltersResult] = None
+    notes: list[str] = field(default_factory=list)
+    plot_note: Optional[str] = None  # why the plot was not written, when it was not
+
+
+def measured(results: Results) -> Measured:
+    """Extract the inputs of ``targets.evaluate``."""
+    m = Measured()
+    if results.backends is not None:
+        m.leasing = results.backends.by_selector()
+        stock = [t for t in results.backends.round_trips if t.manager.startswith("ProxyManager")]
+        if stock:
+            m.stock_round_trips = stock[0].acquire
+    if results.workers is not None:
+        w = results.workers
+        m.floor_evalsha = w.rates("evalsha")
+        m.fast_cycles = w.rates("fast")
+        for (n, kind), config in w.configs.items():
+            if kind == "fast":
+                m.fast_exceptions[n] = config.exceptions
+                audit = config.audit
+                m.fast_overlap_excess[n] = audit.excess if audit is not None else 0
+    if results.scale is not None:
+        s = results.scale
+        m.scale_p50 = {size.size: size.p50 for size in s.sizes if size.p50 is not None}
+        if s.sizes:
+            m.bytes_per_proxy = s.sizes[-1].bytes_per_proxy
+        if s.churn is not None:
+            before, after = s.churn.worse
+            m.churn_cycles = s.churn.cycles
+            m.churn_before, m.churn_after = float(before), float(after)
+    return m

@@ -1,0 +1,198 @@
+"""The targets of issue #4, as pure functions from measured numbers to verdicts.
+
+Nothing here measures anything: :func:`evaluate` takes a :class:`Measured` (filled in by the
+harness, or by hand in a test) and returns one :class:`Verdict` per target. A target whose
+inputs are missing (its section was not run, or Postgres was unreachable) is reported as
+``not measured``, never as met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .stats import geometric_mean
+
+MET = "met"
+NOT_MET = "not met"
+NOT_MEASURED = "not measured"
+
+T1_FLOOR_FRACTION = 0.6
+T2_VS_IN_MEMORY = 3.0
+T2_VS_POSTGRES = 60.0
+T3_PROCESSES = 4
+T3_FLOOR_FRACTION = 0.6
+T4_P50_GROWTH = 1.3
+T4_SMALL, T4_LARGE = 100, 100_000
+T5_BYTES_PER_PROXY = 1024.0
+T5_CHURN_CYCLES = 100_000
+T5_CHURN_DRIFT = 0.10
+T6_ROUND_TRIPS = 4.0
+T6_VS_IN_MEMORY = 2.0
+
+# Labels of the leasing configurations (backend/manager) the targets compare.
+REDIS_FAST = "redis/RedisProxyManager"
+REDIS_STOCK = "redis/ProxyManager"
+IN_MEMORY = "in-memory/ProxyManager"
+POSTGRES = "postgres/ProxyManager"
+
+
+@dataclass
+class Measured:
+    """Every number a target needs; None (or empty) when it was not measured.
+
+    Rates are per second. ``leasing`` maps a configuration label (``REDIS_FAST``, ...) to
+    its cycles/s per selector on pharox's leasing benchmark. Dicts keyed by an int are
+    keyed by the number of worker processes (``floor``, ``fast_cycles``, ...) or by pool
+    size (``scale_p50``).
+    """
+
+    floor_evalsha: dict[int, float] = field(default_factory=dict)  # round trips/s, all procs
+    fast_cycles: dict[int, float] = field(default_factory=dict)  # RedisProxyManager cycles/s
+    fast_exceptions: dict[int, int] = field(default_factory=dict)
+    fast_overlap_excess: dict[int, int] = field(default_factory=dict)  # peak - max_concurrency
+    leasing: dict[str, dict[str, float]] = field(default_factory=dict)
+    stock_round_trips: Optional[float] = None  # per acquire, stock ProxyManager on Redis
+    scale_p50: dict[int, float] = field(default_factory=dict)  # pool size -> seconds
+    bytes_per_proxy: Optional[float] = None
+    churn_cycles: int = 0
+    churn_before: Optional[float] = None  # bytes
+    churn_after: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One target: its status (``met``, ``not met``, ``not measured``) and the ratios."""
+
+    name: str
+    goal: str
+    status: str
+    measured: str  # the measured ratio(s), e.g. "0.42 x floor"
+    detail: str
+
+    @property
+    def met(self) -> bool:
+        return self.status == MET
+
+
+def _status(ok: bool) -> str:
+    return MET if ok else NOT_MET
+
+
+def floor_fraction(cycles: float, evalsha_rate: float) -> float:
+    """Cycles/s as a fraction of the floor: a cycle is at least two round trips."""
+    return cycles / (evalsha_rate / 2)
+
+
+def leasing_ratio(
+    leasing: dict[str, dict[str, float]], fast: str, slow: str
+) -> Optional[tuple[float, float]]:
+    """Return (geometric mean, worst) over the shared selectors of ``fast`` / ``slow``."""
+    a, b = leasing.get(fast, {}), leasing.get(slow, {})
+    ratios = [a[s] / b[s] for s in a if s in b and b[s] > 0]
+    mean = geometric_mean(ratios)
+    if mean is None:
+        return None
+    return mean, min(ratios)
+
+
+def t1(m: Measured) -> Verdict:
+    goal = f"RedisProxyManager, 1 process >= {T1_FLOOR_FRACTION} x floor"
+    if 1 not in m.fast_cycles or 1 not in m.floor_evalsha:
+        return Verdict("T1", goal, NOT_MEASURED, "-", "needs the 1-process workers and floor")
+    ratio = floor_fraction(m.fast_cycles[1], m.floor_evalsha[1])
+    detail = (
+        f"{m.fast_cycles[1]:,.0f} cycles/s vs floor {m.floor_evalsha[1] / 2:,.0f} "
+        "(EVALSHA round trips/s / 2)"
+    )
+    return Verdict("T1", goal, _status(ratio >= T1_FLOOR_FRACTION), f"{ratio:.2f} x floor", detail)
+
+
+def t2(m: Measured) -> Verdict:
+    goal = (
+        f"RedisProxyManager on Redis >= {T2_VS_IN_MEMORY:g} x InMemoryStorage and "
+        f">= {T2_VS_POSTGRES:g} x PostgresStorage (pharox's leasing benchmark)"
+    )
+    vs_memory = leasing_ratio(m.leasing, REDIS_FAST, IN_MEMORY)
+    vs_postgres = leasing_ratio(m.leasing, REDIS_FAST, POSTGRES)
+    if vs_memory is None or vs_postgres is None:
+        missing = "InMemoryStorage" if vs_memory is None else "PostgresStorage"
+        return Verdict("T2", goal, NOT_MEASURED, "-", f"no {missing} figures")
+    ok = vs_memory[0] >= T2_VS_IN_MEMORY and vs_postgres[0] >= T2_VS_POSTGRES
+    measured = f"{vs_memory[0]:.2f} x InMemory, {vs_postgres[0]:.1f} x Postgres"
+    detail = (
+        f"geometric means over the selectors both ran; worst selector {vs_memory[1]:.2f} x "
+        f"InMemory, {vs_postgres[1]:.1f} x Postgres"
+    )
+    return Verdict("T2", goal, _status(ok), measured, detail)
+
+
+def t3(m: Measured) -> Verdict:
+    n = T3_PROCESSES
+    goal = (
+        f"RedisProxyManager, {n} processes >= {T3_FLOOR_FRACTION} x {n}-process floor, "
+        "0 exceptions, 0 overlaps"
+    )
+    if n not in m.fast_cycles or n not in m.floor_evalsha:
+        return Verdict("T3", goal, NOT_MEASURED, "-", f"needs {n} worker processes")
+    ratio = floor_fraction(m.fast_cycles[n], m.floor_evalsha[n])
+    exceptions = m.fast_exceptions.get(n, 0)
+    excess = m.fast_overlap_excess.get(n, 0)
+    ok = ratio >= T3_FLOOR_FRACTION and exceptions == 0 and excess <= 0
+    detail = (
+        f"{m.fast_cycles[n]:,.0f} cycles/s vs floor {m.floor_evalsha[n] / 2:,.0f}; "
+        f"{exceptions} exceptions; {max(excess, 0)} overlaps beyond max_concurrency"
+    )
+    measured = f"{ratio:.2f} x floor, {exceptions} exceptions, {max(excess, 0)} overlaps"
+    return Verdict("T3", goal, _status(ok), measured, detail)
+
+
+def t4(m: Measured) -> Verdict:
+    goal = f"acquire p50 at {T4_LARGE:,} proxies <= {T4_P50_GROWTH} x p50 at {T4_SMALL:,}"
+    if len(m.scale_p50) < 2:
+        return Verdict("T4", goal, NOT_MEASURED, "-", "needs two pool sizes")
+    small, large = min(m.scale_p50), max(m.scale_p50)
+    ratio = m.scale_p50[large] / m.scale_p50[small]
+    detail = (
+        f"p50 {m.scale_p50[large] * 1e6:,.0f} us at {large:,} vs "
+        f"{m.scale_p50[small] * 1e6:,.0f} us at {small:,}"
+    )
+    if (small, large) != (T4_SMALL, T4_LARGE):
+        detail += f" (sizes differ from the target's {T4_SMALL:,} and {T4_LARGE:,})"
+    return Verdict("T4", goal, _status(ratio <= T4_P50_GROWTH), f"{ratio:.2f} x", detail)
+
+
+def t5(m: Measured) -> Verdict:
+    goal = (
+        f"<= {T5_BYTES_PER_PROXY:,.0f} bytes of Redis memory per proxy; memory after "
+        f"{T5_CHURN_CYCLES:,} cycles within {T5_CHURN_DRIFT:.0%} of before"
+    )
+    if m.bytes_per_proxy is None or m.churn_before is None or m.churn_after is None:
+        return Verdict("T5", goal, NOT_MEASURED, "-", "needs the scale section")
+    drift = m.churn_after / m.churn_before
+    ok = m.bytes_per_proxy <= T5_BYTES_PER_PROXY and abs(drift - 1) <= T5_CHURN_DRIFT
+    measured = f"{m.bytes_per_proxy / T5_BYTES_PER_PROXY:.2f} KiB/proxy, after/before {drift:.3f}"
+    detail = f"{m.bytes_per_proxy:,.0f} bytes per proxy; memory after {m.churn_cycles:,} cycles"
+    detail += f" / before = {m.churn_after:,.0f} / {m.churn_before:,.0f} bytes"
+    if m.churn_cycles < T5_CHURN_CYCLES:
+        detail += f" (fewer cycles than the target's {T5_CHURN_CYCLES:,})"
+    return Verdict("T5", goal, _status(ok), measured, detail)
+
+
+def t6(m: Measured) -> Verdict:
+    goal = (
+        f"stock ProxyManager on RedisStorage: <= {T6_ROUND_TRIPS:g} round trips per acquire "
+        f"and >= {T6_VS_IN_MEMORY:g} x InMemoryStorage"
+    )
+    vs_memory = leasing_ratio(m.leasing, REDIS_STOCK, IN_MEMORY)
+    if m.stock_round_trips is None or vs_memory is None:
+        return Verdict("T6", goal, NOT_MEASURED, "-", "needs the backends section")
+    ok = m.stock_round_trips <= T6_ROUND_TRIPS and vs_memory[0] >= T6_VS_IN_MEMORY
+    measured = f"{m.stock_round_trips:g} round trips, {vs_memory[0]:.2f} x InMemory"
+    detail = f"geometric mean over the selectors; worst selector {vs_memory[1]:.2f} x InMemory"
+    return Verdict("T6", goal, _status(ok), measured, detail)
+
+
+def evaluate(m: Measured) -> list[Verdict]:
+    """Return the verdicts of T1 to T6."""
+    return [t1(m), t2(m), t3(m), t4(m), t5(m), t6(m)]

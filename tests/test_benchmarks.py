@@ -1,0 +1,204 @@
+"""The benchmark harness (``python -m benchmarks``): target verdicts, helpers, a smoke run.
+
+The smoke run is the whole harness on ``--quick`` settings (a few seconds), writing the
+report and the plot into a temporary folder, so the harness cannot rot. PostgreSQL is
+used when it answers at the default DSN, and reported as skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import postgres
+from benchmarks.cli import main
+from benchmarks.settings import DEFAULT_POSTGRES_DSN, parse_settings, redact
+from benchmarks.stats import geometric_mean, max_overlap, percentile
+from benchmarks.targets import (
+    IN_MEMORY,
+    MET,
+    NOT_MEASURED,
+    NOT_MET,
+    POSTGRES,
+    REDIS_FAST,
+    REDIS_STOCK,
+    Measured,
+    Verdict,
+    evaluate,
+    floor_fraction,
+)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+SELECTORS = ("first_available", "least_used", "round_robin", "lowest_latency")
+
+
+def per_selector(rate: float) -> dict[str, float]:
+    return dict.fromkeys(SELECTORS, rate)
+
+
+def all_met() -> Measured:
+    """Numbers that meet every target, each with some margin."""
+    return Measured(
+        floor_evalsha={1: 20_000.0, 4: 40_000.0},
+        fast_cycles={1: 7_000.0, 4: 14_000.0},  # 0.70 of both floors
+        fast_exceptions={1: 0, 4: 0},
+        fast_overlap_excess={1: 0, 4: 0},
+        leasing={
+            REDIS_FAST: per_selector(9_000.0),
+            REDIS_STOCK: per_selector(6_500.0),
+            IN_MEMORY: per_selector(3_000.0),
+            POSTGRES: per_selector(100.0),
+        },
+        stock_round_trips=4.0,
+        scale_p50={100: 200e-6, 10_000: 210e-6, 100_000: 250e-6},
+        bytes_per_proxy=900.0,
+        churn_cycles=100_000,
+        churn_before=100e6,
+        churn_after=105e6,
+    )
+
+
+def by_name(verdicts: list[Verdict]) -> dict[str, Verdict]:
+    return {v.name: v for v in verdicts}
+
+
+def test_every_target_met() -> None:
+    verdicts = evaluate(all_met())
+    assert [v.name for v in verdicts] == ["T1", "T2", "T3", "T4", "T5", "T6"]
+    assert all(v.status == MET for v in verdicts), verdicts
+    v = by_name(verdicts)
+    assert v["T1"].measured == "0.70 x floor"
+    assert v["T2"].measured == "3.00 x InMemory, 90.0 x Postgres"
+    assert v["T4"].measured == "1.25 x"
+    assert v["T6"].measured == "4 round trips, 2.17 x InMemory"
+
+
+def test_each_target_can_fail() -> None:
+    m = all_met()
+    m.fast_cycles = {1: 5_000.0, 4: 14_000.0}  # T1: 0.50 x floor
+    m.fast_exceptions[4] = 1  # T3: one exception is enough
+    m.leasing[POSTGRES] = per_selector(200.0)  # T2: only 45 x Postgres
+    m.scale_p50[100_000] = 300e-6  # T4: 1.5 x
+    m.churn_after = 111e6  # T5: 11% growth
+    m.stock_round_trips = 5.0  # T6
+    v = by_name(evaluate(m))
+    assert {name: verdict.status for name, verdict in v.items()} == dict.fromkeys(v, NOT_MET)
+    assert v["T1"].measured == "0.50 x floor"
+    assert "45.0 x Postgres" in v["T2"].measured
+    assert v["T3"].measured.endswith("1 exceptions, 0 overlaps")
+
+
+def test_overlaps_and_memory_per_proxy_fail_on_their_own() -> None:
+    m = all_met()
+    m.fast_overlap_excess[4] = 1
+    m.bytes_per_proxy = 1025.0
+    v = by_name(evaluate(m))
+    assert v["T3"].status == NOT_MET and "1 overlaps" in v["T3"].measured
+    assert v["T5"].status == NOT_MET
+    assert v["T1"].status == MET
+
+
+def test_missing_inputs_are_not_measured_never_met() -> None:
+    verdicts = evaluate(Measured())
+    assert all(v.status == NOT_MEASURED for v in verdicts), verdicts
+    m = all_met()
+    del m.leasing[POSTGRES]  # Postgres unreachable
+    del m.fast_cycles[4]  # --processes 1,2
+    v = by_name(evaluate(m))
+    assert v["T2"].status == NOT_MEASURED and "PostgresStorage" in v["T2"].detail
+    assert v["T3"].status == NOT_MEASURED
+    assert v["T6"].status == MET
+
+
+def test_ratios_compare_selectors_both_ran() -> None:
+    m = all_met()
+    m.leasing[POSTGRES] = {"first_available": 100.0, "least_used": 150.0}
+    v = by_name(evaluate(m))
+    expected = geometric_mean([90.0, 60.0])
+    assert v["T2"].measured.endswith(f"{expected:.1f} x Postgres")
+
+
+def test_floor_fraction_counts_two_round_trips_per_cycle() -> None:
+    assert floor_fraction(5_000, 20_000) == pytest.approx(0.5)
+
+
+def test_stats_helpers() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == pytest.approx(2.5)
+    assert percentile(list(map(float, range(101))), 99) == pytest.approx(99.0)
+    assert geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
+    assert geometric_mean([]) is None
+    assert max_overlap([(0, 4), (1, 5), (2, 6), (4, 7)]) == 3
+    assert max_overlap([(0, 5), (5, 10)]) == 1
+    with pytest.raises(ValueError):
+        max_overlap([(5, 1)])
+
+
+def test_settings_quick_and_full_defaults() -> None:
+    full = parse_settings([])
+    assert full.processes == (1, 2, 4, 8)
+    assert full.iterations == 2000 and full.pool_size == 32
+    assert full.scale_sizes == (100, 10_000, 100_000) and full.churn_cycles == 100_000
+    assert full.postgres_dsn == DEFAULT_POSTGRES_DSN and full.redis_url is None
+    quick = parse_settings(["--quick", "--only", "scale,backends", "--postgres-dsn", "none"])
+    assert quick.sections == ("backends", "scale") and quick.postgres_dsn is None
+    assert quick.iterations < full.iterations
+    with pytest.raises(SystemExit):
+        parse_settings(["--only", "nonsense"])
+
+
+def test_passwords_never_reach_the_report() -> None:
+    assert redact("redis://:s3cret@10.0.0.1:6379/0") == "redis://:***@10.0.0.1:6379/0"
+    assert redact("postgresql://bob:pw@host/db") == "postgresql://bob:***@host/db"
+    assert redact("postgresql://postgres@127.0.0.1/test") == "postgresql://postgres@127.0.0.1/test"
+    settings = parse_settings(["--redis-url", "redis://u:pw@127.0.0.1:1/0"])
+    assert "pw" not in settings.command and "u:***@" in settings.command
+
+
+def test_postgres_dsn_uses_psycopg3() -> None:
+    assert postgres.driver_dsn("postgresql://p@h/d") == "postgresql+psycopg://p@h/d"
+    assert postgres.driver_dsn("postgresql+asyncpg://p@h/d") == "postgresql+asyncpg://p@h/d"
+
+
+@pytest.mark.real_redis
+def test_quick_run_writes_report_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, plot = tmp_path / "BENCHMARKS.md", tmp_path / "cycles.png"
+    argv = ["--quick", "--seconds", "0.2", "--out", str(out), "--plot", str(plot)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = out.read_text()
+
+    for heading in ("## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5."):
+        assert heading in report
+    assert "python -m benchmarks --quick --seconds 0.2" in report
+    for name in ("T1", "T2", "T3", "T4", "T5", "T6"):
+        row = re.search(rf"^\| {name} \|.*\*\*(met|not met|not measured)\*\* \|", report, re.M)
+        assert row, f"no verdict row for {name}"
+        assert re.search(rf"^  {name} (MET|NOT MET|NOT MEASURED)", printed, re.M)
+    for label in ("redis/RedisProxyManager", "redis/ProxyManager", "in-memory/ProxyManager"):
+        assert f"| {label} |" in report
+    for what in ("EVALSHA return 1", "PING", "RedisProxyManager", "ProxyManager (stock)"):
+        assert re.search(rf"^\| [12] \| {re.escape(what)} \|", report, re.M), what
+    assert "(0 beyond)" in report and " beyond)" in report
+    assert not re.search(r"\((?!0 )\d+ beyond\)", report), "a proxy was over-leased"
+    assert "| equality: country=AR |" in report and "| Python predicate" in report
+
+    if IN_CI:  # CI installs the bench extra and has PostgreSQL: nothing may be skipped
+        assert postgres.probe(DEFAULT_POSTGRES_DSN)[0] is not None
+        assert importlib.util.find_spec("matplotlib") is not None
+    if postgres.probe(DEFAULT_POSTGRES_DSN)[0] is not None:
+        assert "| postgres/ProxyManager |" in report
+    else:
+        assert "PostgresStorage skipped" in report
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "](cycles.png)" in report
+    else:
+        assert "plot not written: matplotlib is not installed" in report
