@@ -161,6 +161,22 @@ local function reclaim_due(now, retention_us, batch)
   return #due, #due == batch
 end
 
+-- The cleanup index's entry for this pool (KEYS of schedule.lua, another slot) is known to
+-- be at or before the pool's 'sched' field, when that is set: a lease expiring no earlier
+-- needs no schedule.lua call. Acquire and lease scripts pipelined with schedule.lua lower it
+-- to their deadline (note_scheduled); reclaim.lua sets it to what cleanup puts back.
+local function scheduled_at()
+  return tonumber(redis.call('HGET', K_META, 'sched'))
+end
+
+local function note_scheduled(deadline, sched)
+  if sched == nil or deadline < sched then
+    redis.call('HSET', K_META, 'sched', int_str(deadline))
+    return deadline
+  end
+  return sched
+end
+
 -- Create lease `lease_id` on proxy `id` (loaded as `p`, known to be available) and return
 -- its record JSON.
 local function start_lease(id, p, lease_id, consumer_id, now, duration_us)

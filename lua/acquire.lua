@@ -15,25 +15,32 @@
 -- ARGV[9] lease duration in microseconds (integer > 0)
 -- ARGV[10] retention of released lease records in microseconds (integer >= 0)
 -- ARGV[11] most expired leases reclaimed by this call (integer >= 0)
--- Returns {code, pool name, total, active, available, leased, leases, ...}, the five pool
---   counters taken after the call, then by code:
+-- ARGV[12] '1' when schedule.lua follows in the same pipeline, else '0': then a lease is made
+--   only if the pool's cleanup entry already covers it (see scheduled_at in _pool.lua)
+-- Returns {code, pool name, covered, total, active, available, leased, leases, ...}: covered
+--   is 1 when a later lease of the same duration needs no schedule.lua call; then the five
+--   pool counters taken after the call; then by code:
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
 --     record are false when the proxy has been deleted since)
 --   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
 --     no items and offset -1 means nothing matches
---   or {'nopool'} | {'stale', pool name}
+--   or {'schedule', pool name}: nothing was done; send again with schedule.lua pipelined
+--   | {'nopool'} | {'stale', pool name}
 local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
 local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
+local with_schedule = ARGV[12] == '1'
 
 local name, refused = pool_named(expected_name)
 if not name then
   return refused
 end
 
+local sched = scheduled_at()
+
 local function leased(code, rec, proxy_id, state, count, record)
-  local out = append_counters({code, name})
+  local out = append_counters({code, name, sched and 1 or 0})
   out[#out + 1] = rec
   out[#out + 1] = proxy_id
   out[#out + 1] = state
@@ -50,6 +57,9 @@ if existing then
 end
 
 local now = now_us()
+if not with_schedule and (sched == nil or sched > now + duration_us) then
+  return {'schedule', name}
+end
 if reclaim_batch > 0 then
   reclaim_due(now, retention_us, reclaim_batch)
 end
@@ -61,12 +71,15 @@ if items[2] == 1 then
   local id, state, count, record = items[1], items[3], items[4], items[5]
   local p = {st = cjson.decode(state), n = count}
   local rec = start_lease(id, p, lease_id, consumer_id, now, duration_us)
+  if with_schedule then
+    sched = note_scheduled(now + duration_us, sched)
+  end
   if selector == 'round_robin' then
     redis.call('SET', K_CURSOR, id)
   end
   return leased('ok', rec, id, state, count + 1, record)
 end
-local out = append_counters({'scan', name})
+local out = append_counters({'scan', name, sched and 1 or 0})
 out[#out + 1] = next_offset
 for _, value in ipairs(items) do
   out[#out + 1] = value

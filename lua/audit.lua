@@ -23,7 +23,8 @@
 -- ARGV[5] cursor (HSCAN cursor, or rank to start at) ('0' to start)
 -- ARGV[6] page size (integer >= 1)
 -- Returns {'nopool'} | {'ok', next cursor ('0' when done), a, b, c, drift...}: for
---   'counts' b = active leases and c = earliest deadline ('' for none), for 'counters'
+--   'counts' a = the pool's 'sched' field ('' for none), b = active leases and c = earliest
+--   deadline ('' for none), for 'counters'
 --   a = proxies, otherwise a = items examined; then four strings per drift: what, subject,
 --   found, expected ('' for absent)
 local step, repair, registered = ARGV[1], ARGV[2] == 'repair', ARGV[3]
@@ -137,6 +138,7 @@ if step == 'counts' then
       end
     end
   end
+  out[3] = redis.call('HGET', K_META, 'sched') or ''
   out[4], out[5] = active, earliest and int_str(earliest) or ''
   return out
 end

@@ -12,6 +12,7 @@
 -- ARGV[6] retention of released lease records in microseconds (integer >= 0)
 -- ARGV[7] '1' to make the leased proxy the ROUND_ROBIN cursor, else '0'
 -- ARGV[8..] more proxy ids (UUID strings), tried in order after ARGV[2]
+-- Always pipelined before schedule.lua, so the pool's 'sched' field may be lowered.
 -- Returns {'ok', pool name, lease JSON, lease count, total, active, available, leased,
 --   leases} | {'exists', ... same} | {'unavailable', counters...} when every proxy given is
 --   full or not active | {'missing', counters...} when none of them is in the pool
@@ -51,6 +52,7 @@ end
 
 local now = now_us()
 local rec = start_lease(proxy_id, p, lease_id, consumer_id, now, duration_us)
+note_scheduled(now + duration_us, scheduled_at())  -- schedule.lua follows in the pipeline
 if move_cursor then
   redis.call('SET', K_CURSOR, proxy_id)
 end

@@ -177,7 +177,8 @@ def _audit_pool(
 ) -> Op[Optional[tuple[int, int, Optional[int]]]]:
     """Run every step of ``lua/audit.lua`` over a pool, page by page.
 
-    Returns (proxies, active leases, earliest deadline), or None when the pool has no keys.
+    Returns (proxies, active leases, earliest deadline or ``sched``), or None when the pool
+    has no keys.
     """
     keys = core.keys.pool(uid)
     mode = "repair" if repair else "check"
@@ -195,6 +196,9 @@ def _audit_pool(
             drift += [Drift(pool, *flat[i : i + 4]) for i in range(0, len(flat), 4)]
             if step == "counts":
                 active, earliest = int(reply[3]), int(text(reply[4])) if reply[4] else None
+                if reply[2]:  # the pool's 'sched': later leases skip schedule.lua
+                    sched = int(float(text(reply[2])))
+                    earliest = sched if earliest is None else min(earliest, sched)
             elif step == "counters":
                 proxies = int(reply[2])
             cursor = text(reply[1])
@@ -251,7 +255,10 @@ def _check_schedule(
     repair: bool,
     drift: list[Drift],
 ) -> Op[None]:
-    """Check that cleanup will visit a pool with active leases by its earliest deadline.
+    """Check that cleanup will visit a pool by its earliest deadline.
+
+    ``earliest`` is the earliest active lease's deadline, or the pool's ``sched`` field when
+    that is earlier: leases made later expect the index entry at or before it.
 
     A hint may be a little later than that deadline (``SCHEDULE_SLACK_US``), or a cleaner's
     claim (at most the claim grace from now); later than that, or missing, the pool's

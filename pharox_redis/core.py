@@ -180,6 +180,9 @@ class StorageCore:
         self._pool_ids: dict[str, UUID] = {}
         self._consumers: dict[str, UUID] = {}
         self._proxy_pools: dict[UUID, UUID] = {}
+        # Pools whose cleanup entry covered this process's last acquire: the next one is
+        # sent without schedule.lua (acquire.lua refuses it, changing nothing, if wrong).
+        self.covered: set[UUID] = set()
 
     # ------------------------------------------------------------------ resolution
 
@@ -407,12 +410,16 @@ class StorageCore:
             yield from self.replicated(replies, pool_id, lease_id)
         return reply
 
-    def lease_batch(self, call: ScriptCall, pool_id: UUID, duration_us: int) -> Batch:
+    def lease_batch(
+        self, call: ScriptCall, pool_id: UUID, duration_us: int, schedule: bool = True
+    ) -> Batch:
         """Return a lease-making call pipelined with its schedule (and ``WAIT``, if set).
 
-        Still one round trip; ``WAIT`` comes last, so it covers both writes.
+        Still one round trip; ``WAIT`` comes last, so it covers every write before it.
         """
-        calls: list[Call] = [call, self.schedule(pool_id, duration_us)]
+        calls: list[Call] = [call]
+        if schedule:
+            calls.append(self.schedule(pool_id, duration_us))
         if self.wait_replicas:
             calls.append(Command(("WAIT", self.wait_replicas, self.wait_timeout_ms)))
         return Batch(calls)
@@ -426,12 +433,12 @@ class StorageCore:
             When fewer than ``wait_replicas`` replicas acknowledged the lease.
 
         """
-        if not self.wait_replicas or int(replies[2]) >= self.wait_replicas:
+        if not self.wait_replicas or int(replies[-1]) >= self.wait_replicas:
             return
         yield one(
             ScriptCall("release", self.keys.pool(pool_id), (str(lease_id), self.retention_us))
         )
-        raise NotReplicatedError(lease_id, int(replies[2]), self.wait_replicas)
+        raise NotReplicatedError(lease_id, int(replies[-1]), self.wait_replicas)
 
     def schedule(self, pool_id: UUID, duration_us: int) -> ScriptCall:
         """Return the call that makes cleanup visit a pool when a new lease expires."""

@@ -111,6 +111,7 @@ def _acquire_in(
     name = request.pool_name
     offset = 0
     while True:
+        schedule = pool_id not in core.covered
         replies = yield core.lease_batch(
             ScriptCall(
                 "acquire",
@@ -127,26 +128,35 @@ def _acquire_in(
                     duration_us,
                     core.retention_us,
                     ACQUIRE_RECLAIM,
+                    "1" if schedule else "0",
                 ),
             ),
             pool_id,
             duration_us,
+            schedule,
         )
         reply = replies[0]
         code = text(reply[0])
         if code in ("nopool", "stale"):
-            if code == "nopool":  # no lease was made: drop the hint scheduled with it
+            if code == "nopool" and schedule:  # no lease was made: drop the hint sent along
                 yield one(core.unschedule(pool_id))
             return STALE
-        counters = reply[2:7]
+        if code == "schedule":  # the cleanup entry does not cover this lease: send it along
+            core.covered.discard(pool_id)
+            continue
+        if int(reply[2]):
+            core.covered.add(pool_id)
+        else:
+            core.covered.discard(pool_id)
+        counters = reply[3:8]
         if code in ("ok", "exists"):
             yield from core.replicated(replies, pool_id, request.lease_id)
-            lease_raw, proxy_id, state, count, record = reply[7:12]
+            lease_raw, proxy_id, state, count, record = reply[8:13]
             if not state or not record:
                 return Acquired(None, counters)  # the proxy was deleted since (retry only)
             proxy = codec.decode_proxy(proxy_id, pool_id, state, count, record)
             return Acquired(_leased(core, request, pool_id, lease_raw, proxy), counters)
-        items = reply[8:]
+        items = reply[9:]
         chosen: dict[str, Proxy] = {}
         for i in range(0, len(items), 5):
             proxy_id, decided, state, count, record = items[i : i + 5]
@@ -180,7 +190,7 @@ def _acquire_in(
                 # 'unavailable' or 'missing': other workers were faster; go on.
                 counters = taken[1:6]
                 chosen = {}
-        next_offset = int(reply[7])
+        next_offset = int(reply[8])
         if next_offset < 0:
             return Acquired(None, counters)
         offset = next_offset

@@ -11,7 +11,8 @@ own CONFIG RESETSTAT and ECHO, equals the sent commands plus the script commands
 Counts observed (redis-server 7.0, redis-py 8):
 
 * RedisProxyManager / AsyncRedisProxyManager, warm caches: acquire 1 round trip, the server
-  receives EVALSHA acquire + EVALSHA schedule (pipelined) and nothing else, for every
+  receives one EVALSHA acquire and nothing else (a process's first acquire in a pool also
+  pipelines EVALSHA schedule for the cleanup index), for every
   selector, with or without an equality filter, with or without callbacks; release 1 round
   trip, EVALSHA release.
 * Cold caches (a new storage): +1 round trip per unknown consumer name (MULTI, HSETNX, HGET,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -225,7 +227,8 @@ def script_names(batches: list[Batch]) -> list[list[str]]:
     return [[getattr(c, "name", "command") for c in b.calls] for b in batches]
 
 
-ACQUIRE = ["EVALSHA acquire", "EVALSHA schedule"]
+ACQUIRE = ["EVALSHA acquire"]  # the pool's cleanup entry already covers the lease
+FIRST_ACQUIRE = ["EVALSHA acquire", "EVALSHA schedule"]  # a process's first in a pool
 RELEASE = ["EVALSHA release"]
 SELECTORS = pytest.mark.parametrize("selector", list(SelectorStrategy), ids=lambda s: s.value)
 
@@ -236,7 +239,7 @@ SELECTORS = pytest.mark.parametrize("selector", list(SelectorStrategy), ids=lamb
 @SELECTORS
 @pytest.mark.parametrize("country", [None, "AR"], ids=["no-filter", "eq-filter"])
 @pytest.mark.parametrize("method", ["acquire_proxy", "acquire"])
-def test_acquire_is_one_round_trip_of_two_evalsha(
+def test_acquire_is_one_round_trip_of_one_evalsha(
     storage: RedisStorage, meter: Meter, method: str, country: Optional[str], selector: Any
 ) -> None:
     pool = seed(storage)
@@ -247,9 +250,9 @@ def test_acquire_is_one_round_trip_of_two_evalsha(
     with meter.measure() as seen:
         got = getattr(manager, method)(pool.name, "w", 60, filters, selector)
     assert len(recorder.batches) == 1
-    assert script_names(recorder.batches) == [["acquire", "schedule"]]
+    assert script_names(recorder.batches) == [["acquire"]]
     assert seen.sent == ACQUIRE
-    assert seen.stats["evalsha"] == 2
+    assert seen.stats["evalsha"] == 1
     assert set(seen.stats) - set(seen.in_scripts) == {"evalsha"}  # nothing else was sent
     lease = got.lease if isinstance(got, LeasedProxy) else got
     assert isinstance(lease, Lease) and lease.pool_id == pool.id
@@ -332,8 +335,8 @@ def test_cold_caches_cost_one_round_trip_per_unknown_name(
 
     consumer = ["MULTI", "HSETNX", "HGET", "EXEC"]  # ensure_consumer: one atomic batch
     pool_name = ["HGET"]  # pool name -> id
-    assert measured(first.name, "a", 3, consumer + pool_name + ACQUIRE) is not None
-    assert measured(second.name, "a", 2, pool_name + ACQUIRE) is not None  # new pool
+    assert measured(first.name, "a", 3, consumer + pool_name + FIRST_ACQUIRE) is not None
+    assert measured(second.name, "a", 2, pool_name + FIRST_ACQUIRE) is not None  # new pool
     assert measured(first.name, "b", 2, consumer + ACQUIRE) is not None  # new consumer
     assert measured(second.name, "b", 1, ACQUIRE) is not None  # both cached
     # An unknown pool is looked up again on every call (absence is not cached).
@@ -358,11 +361,11 @@ def test_predicate_costs_one_round_trip_per_compare_and_lease(
     manager.acquire_proxy(pool.name, "w", 60)  # warm-up
     recorder = Recorder(storage)
 
-    # Nothing matches: the scan alone (pipelined with the cleanup hint, as every acquire).
+    # Nothing matches: the scan alone.
     nothing = ProxyFilters(predicate=lambda p: False)
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60, nothing) is None
-    assert script_names(recorder.batches) == [["acquire", "schedule"]]
+    assert script_names(recorder.batches) == [["acquire"]]
     assert seen.sent == ACQUIRE
 
     # The first candidate matches: scan + one compare-and-lease.
@@ -370,7 +373,7 @@ def test_predicate_costs_one_round_trip_per_compare_and_lease(
     anything = ProxyFilters(predicate=lambda p: True)
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60, anything) is not None
-    assert script_names(recorder.batches) == [["acquire", "schedule"], ["lease", "schedule"]]
+    assert script_names(recorder.batches) == [["acquire"], ["lease", "schedule"]]
     assert seen.sent == [*ACQUIRE, "EVALSHA lease", "EVALSHA schedule"]
 
     # Another worker takes the first candidate between the scan and the lease: the
@@ -386,7 +389,7 @@ def test_predicate_costs_one_round_trip_per_compare_and_lease(
     recorder.reset()
     lease = manager.acquire_proxy(pool.name, "w", 60, ProxyFilters(predicate=stolen))
     assert lease is not None and lease.proxy_id == tested[1] != tested[0]
-    assert script_names(recorder.batches) == [["acquire", "schedule"], ["lease", "schedule"]]
+    assert script_names(recorder.batches) == [["acquire"], ["lease", "schedule"]]
 
 
 # ---------------------------------------------------------------------- stock ProxyManager
@@ -452,8 +455,7 @@ def test_first_acquire_after_script_flush(storage: RedisStorage, meter: Meter) -
     # NOSCRIPT, then went again with each script loaded in one transaction with its call,
     # so no SCRIPT FLUSH can land between the load and the call.
     assert len(recorder.batches) == 1
-    reloaded = [["MULTI", "SCRIPT LOAD", call, "EXEC"] for call in ACQUIRE]
-    assert seen.sent == [*ACQUIRE, *reloaded[0], *reloaded[1]]
+    assert seen.sent == [*ACQUIRE, "MULTI", "SCRIPT LOAD", *ACQUIRE, "EXEC"]
     recorder.reset()
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60) is not None
@@ -566,3 +568,37 @@ def test_without_callbacks_no_payload_is_built(server: RedisServer, storage: Red
     manager.register_acquire_callback(lambda payload: None)
     with pytest.raises(Built):
         manager.acquire(pool.name, "w", 60)
+
+
+def test_acquire_resends_with_schedule_when_cleanup_dropped_the_pool(
+    storage: RedisStorage, meter: Meter
+) -> None:
+    """Once cleanup drops an idle pool from its index, the next acquire schedules it again.
+
+    The acquire goes out alone (this process's last one was covered); ``acquire.lua`` sees
+    that the pool's entry is gone, changes nothing and answers 'schedule'; the acquire is
+    sent again with ``schedule.lua``, and the one after that is a single EVALSHA again.
+    """
+    pool = seed(storage)
+    manager = RedisProxyManager(storage)
+    short = manager.acquire_proxy(pool.name, "w", 0.05)
+    assert short is not None
+    time.sleep(0.1)
+    assert storage.cleanup_expired_leases() == 1
+    index = storage.core.keys.globals.deadlines
+    assert storage.client.zscore(index, str(pool.id)) is None
+
+    recorder = Recorder(storage)
+    with meter.measure() as seen:
+        lease = manager.acquire_proxy(pool.name, "w", 60)
+    assert lease is not None
+    assert script_names(recorder.batches) == [["acquire"], ["acquire", "schedule"]]
+    assert seen.sent == [*ACQUIRE, *FIRST_ACQUIRE]
+    hint = storage.client.zscore(index, str(pool.id))
+    assert hint is not None and hint <= lease.expires_at.timestamp() * 1e6 + 1e6
+    assert storage.audit().drift == ()
+
+    recorder.reset()
+    with meter.measure() as seen:
+        assert manager.acquire_proxy(pool.name, "w", 60) is not None
+    assert seen.sent == ACQUIRE
