@@ -9,6 +9,7 @@ validation on the hot path.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from datetime import datetime, timedelta, timezone
@@ -242,7 +243,9 @@ def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
     return str(proxy.id), _state_encoder.encode(state), _record_encoder.encode(record)
 
 
+@functools.lru_cache(maxsize=65536)
 def _parse_host(value: str) -> Any:
+    """Return a host as an IP address object when it is one (cached: addresses repeat)."""
     try:
         return ipaddress.ip_address(value)
     except ValueError:
