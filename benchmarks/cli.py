@@ -12,6 +12,7 @@ from .backends import run_backends
 from .filters import run_filters
 from .machine import machine_facts
 from .plot import plot_cycles
+from .profile import run_profile
 from .redis_target import open_redis
 from .report import render
 from .results import Results, measured
@@ -52,6 +53,9 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
         if settings.runs("filters"):
             say(f"== 5. filters on {settings.filter_pool_size:,} proxies")
             results.filters = run_filters(settings, target, say)
+        if settings.runs("profile"):
+            say("== 6. profile of one process's cycle")
+            results.profile = run_profile(settings, target, say)
     return results, facts
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 from .backends import SELECTORS, BackendsResult
 from .filters import FiltersResult
+from .profile import ProfileResult
 from .results import Results
 from .scale import ScaleResult
 from .settings import Settings
@@ -260,6 +261,75 @@ def filters_lines(f: FiltersResult) -> list[str]:
     )
 
 
+def profile_lines(p: ProfileResult, results: Results) -> list[str]:
+    """Break one cycle down and say what each unmet target would need."""
+    floor = 2 * p.noop_us
+    server = p.server_us
+    rows = [
+        ["acquire + release cycle (RedisProxyManager, wall)", f"{p.cycle_us:,.0f}"],
+        ["two no-op EVALSHA round trips (the floor's cycle)", f"{floor:,.0f}"],
+    ]
+    if server is not None:
+        rest = p.cycle_us - floor - server
+        rows += [
+            [f"Redis running `{name}.lua` (SLOWLOG median)", f"{us_:,.0f}"]
+            for name, us_ in sorted(p.script_us.items())
+            if name in ("acquire", "release")
+        ]
+        rows.append(["the rest: Python beyond a no-op round trip", f"{rest:,.0f}"])
+    lines = table(["one process, warm, pool of 32", "us"], rows)
+    if p.note:
+        lines += [f"({p.note})", ""]
+    lines += [
+        "Share of the profiled time (cProfile inflates Python time, so read it as shares):",
+        "",
+        *table(
+            ["where", "share"],
+            [[k, f"{v:.0%}"] for k, v in sorted(p.profile_share.items(), key=lambda i: -i[1])],
+        ),
+        "Top functions by own time (us per cycle under the profiler):",
+        "",
+        *table(["function", "us"], [[f"`{name}`", f"{t:,.1f}"] for name, t in p.top]),
+    ]
+    if server is None:
+        return lines
+    best = floor / (floor + server)
+    lines += [
+        "What the targets would need:",
+        "",
+        f"- **T1** (0.6 x floor) needs a cycle of at most {floor / 0.6:,.0f} us. Redis alone "
+        f"spends {server:,.0f} us running the two scripts, so even with no Python work at all "
+        f"a cycle would take {floor + server:,.0f} us, {best:.2f} x floor. The scripts keep "
+        "the four selector orders, the counters, the deadline index and the lease record in "
+        "step atomically; that is the work a no-op script does not do.",
+    ]
+    if results.backends is not None:
+        in_memory = geometric_mean(results.backends.by_selector().get(IN_MEMORY, {}).values())
+        if in_memory:
+            in_memory_us = 1e6 / in_memory
+            lines += [
+                f"- **T2** (3 x InMemoryStorage) needs a cycle of at most "
+                f"{in_memory_us / 3:,.0f} us: pharox's in-memory cycle takes "
+                f"{in_memory_us:,.0f} us here, and two round trips to Redis alone take "
+                f"{floor:,.0f} us.",
+                f"- **T6** (stock ProxyManager >= 2 x InMemoryStorage) needs a cycle of at most "
+                f"{in_memory_us / 2:,.0f} us, but pharox's manager makes 6 round trips per "
+                f"cycle (cleanup, find, lease, stats; release, stats): at least "
+                f"{3 * floor:,.0f} us before any script runs.",
+            ]
+    if results.workers is not None:
+        four = results.workers.rates("evalsha").get(4)
+        if four:
+            lines.append(
+                f"- **T3** (4 processes >= 0.6 x their floor) needs "
+                f"{0.6 * four / 2:,.0f} cycles/s. Redis is single-threaded and spends "
+                f"{server:,.0f} us per cycle in the scripts, so it cannot serve more than "
+                f"{1e6 / server:,.0f} cycles/s even if the four clients took no CPU from it; "
+                "on this 2-core machine they share the cores with it."
+            )
+    return [*lines, ""]
+
+
 def render(
     settings: Settings,
     results: Results,
@@ -323,6 +393,15 @@ def render(
         lines += ["## 4. Scale", "", *scale_lines(results.scale)]
     if results.filters is not None:
         lines += ["## 5. Filters", "", *filters_lines(results.filters)]
+    if results.profile is not None:
+        lines += [
+            "## 6. Where a cycle's time goes",
+            "",
+            "The profile behind the targets that are not met: one process, RedisProxyManager, "
+            "ROUND_ROBIN on a pool of 32 (`benchmarks/profile.py`).",
+            "",
+            *profile_lines(results.profile, results),
+        ]
     notes = list(results.notes)
     if results.plot_note:
         notes.append(f"plot not written: {results.plot_note}")

@@ -7,6 +7,7 @@ from typing import Optional
 
 from .backends import BackendsResult
 from .filters import FiltersResult
+from .profile import ProfileResult
 from .scale import ScaleResult
 from .targets import Measured
 from .workers import WorkersResult
@@ -18,6 +19,7 @@ class Results:
     workers: Optional[WorkersResult] = None
     scale: Optional[ScaleResult] = None
     filters: Optional[FiltersResult] = None
+    profile: Optional[ProfileResult] = None
     notes: list[str] = field(default_factory=list)
     plot_note: Optional[str] = None  # why the plot was not written, when it was not
 

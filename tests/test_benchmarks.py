@@ -175,7 +175,8 @@ def test_quick_run_writes_report_and_plot(
     printed = capsys.readouterr().out
     report = out.read_text()
 
-    for heading in ("## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5."):
+    headings = ("## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5.", "## 6.")
+    for heading in headings:
         assert heading in report
     assert "python -m benchmarks --quick --seconds 0.2" in report
     for name in ("T1", "T2", "T3", "T4", "T5", "T6"):
