@@ -310,8 +310,8 @@ def profile_lines(p: ProfileResult, results: Results) -> list[str]:
             lines += [
                 f"- **T2** (3 x InMemoryStorage) needs a cycle of at most "
                 f"{in_memory_us / 3:,.0f} us: pharox's in-memory cycle takes "
-                f"{in_memory_us:,.0f} us here, and two round trips to Redis alone take "
-                f"{floor:,.0f} us.",
+                f"{in_memory_us:,.0f} us here, and two round trips to Redis plus the two "
+                f"scripts take {floor + server:,.0f} us before any Python work.",
                 f"- **T6** (stock ProxyManager >= 2 x InMemoryStorage) needs a cycle of at most "
                 f"{in_memory_us / 2:,.0f} us, but pharox's manager makes 6 round trips per "
                 f"cycle (cleanup, find, lease, stats; release, stats): at least "
@@ -320,12 +320,15 @@ def profile_lines(p: ProfileResult, results: Results) -> list[str]:
     if results.workers is not None:
         four = results.workers.rates("evalsha").get(4)
         if four:
+            cores = os.cpu_count() or 1
             lines.append(
                 f"- **T3** (4 processes >= 0.6 x their floor) needs "
                 f"{0.6 * four / 2:,.0f} cycles/s. Redis is single-threaded and spends "
-                f"{server:,.0f} us per cycle in the scripts, so it cannot serve more than "
-                f"{1e6 / server:,.0f} cycles/s even if the four clients took no CPU from it; "
-                "on this 2-core machine they share the cores with it."
+                f"{server:,.0f} us per cycle in the scripts, so it alone cannot serve more than "
+                f"{1e6 / server:,.0f} cycles/s. A cycle also costs about {p.cycle_us:,.0f} us "
+                "of CPU between the client and Redis (one process keeps about one core busy), "
+                f"so {cores} core(s) can run at most about {cores * 1e6 / p.cycle_us:,.0f} "
+                "cycles/s in all, whereas no-op round trips need far less CPU each."
             )
     return [*lines, ""]
 
