@@ -21,7 +21,7 @@ from pharox import Proxy, ProxyFilters, ProxyProtocol, ProxyStatus, SelectorStra
 from .redis_target import RedisTarget
 from .scale import load_pool
 from .settings import Settings
-from .stats import percentile
+from .stats import Latencies
 
 SELECTORS = tuple(SelectorStrategy)
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -84,21 +84,13 @@ def filter_cases() -> list[tuple[str, Optional[ProxyFilters]]]:
 
 
 @dataclass
-class FilterRow:
+class FilterRow(Latencies):
     name: str
     matching: int  # proxies of the pool the filter matches
     latencies: list[float] = field(default_factory=list)
     hits: int = 0
     misses: int = 0
     errors: int = 0
-
-    @property
-    def p50(self) -> Optional[float]:
-        return percentile(self.latencies, 50)
-
-    @property
-    def p99(self) -> Optional[float]:
-        return percentile(self.latencies, 99)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from pharox_redis import KeySchema, RedisProxyManager, RedisStorage
 
 from .redis_target import RedisTarget
 from .settings import Settings
-from .stats import percentile
+from .stats import Latencies
 
 SELECTORS = tuple(SelectorStrategy)
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -57,7 +57,7 @@ class Memory:
 
 
 @dataclass
-class PoolSize:
+class PoolSize(Latencies):
     size: int
     load_seconds: float
     build_seconds: float  # building the pydantic models, before the load
@@ -69,14 +69,6 @@ class PoolSize:
     @property
     def bytes_per_proxy(self) -> float:
         return max(self.memory_used_delta, self.memory_keys) / self.size
-
-    @property
-    def p50(self) -> Optional[float]:
-        return percentile(self.latencies, 50)
-
-    @property
-    def p99(self) -> Optional[float]:
-        return percentile(self.latencies, 99)
 
 
 @dataclass

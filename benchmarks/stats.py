@@ -18,6 +18,20 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+class Latencies:
+    """Percentiles of the ``latencies`` (seconds) a result collected."""
+
+    latencies: list[float]
+
+    @property
+    def p50(self) -> Optional[float]:
+        return percentile(self.latencies, 50)
+
+    @property
+    def p99(self) -> Optional[float]:
+        return percentile(self.latencies, 99)
+
+
 def median(values: Sequence[float]) -> Optional[float]:
     """Return the median, None when empty."""
     return percentile(values, 50)

@@ -41,7 +41,7 @@ from pharox_redis import RedisProxyManager, RedisStorage
 
 from .redis_target import RedisTarget
 from .settings import Settings
-from .stats import max_overlap, median, percentile
+from .stats import Latencies, max_overlap, median
 
 FLOOR_KINDS = ("evalsha", "ping")
 MANAGER_KINDS = ("fast", "stock")
@@ -169,7 +169,7 @@ class Audit:
 
 
 @dataclass
-class ConfigResult:
+class ConfigResult(Latencies):
     """One (process count, kind), over all its rounds."""
 
     processes: int
@@ -190,14 +190,6 @@ class ConfigResult:
     @property
     def server_us_per_op(self) -> Optional[float]:
         return median(self.server_us)
-
-    @property
-    def p50(self) -> Optional[float]:
-        return percentile(self.latencies, 50)
-
-    @property
-    def p99(self) -> Optional[float]:
-        return percentile(self.latencies, 99)
 
     @property
     def exceptions(self) -> int:

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, Union
@@ -44,6 +44,7 @@ from pharox import (
     SelectorStrategy,
 )
 
+from benchmarks.stats import max_overlap  # the benchmarks audit leases the same way
 from pharox_redis import LeasedProxy, RedisProxyManager, RedisStorage
 from pharox_redis.server import RedisServer, redis_server_binary
 
@@ -65,26 +66,6 @@ Manager = Union[ProxyManager, RedisProxyManager]
 
 class WorkerCheckError(Exception):
     """A worker got a lease that is not what the manager promises."""
-
-
-def max_overlap(intervals: Iterable[tuple[Any, Any]]) -> int:
-    """Return the most half-open ``[start, end)`` intervals open at the same moment.
-
-    An interval ending at t and another starting at t do not overlap: at equal times the
-    end is processed first.
-    """
-    events: list[tuple[Any, int]] = []
-    for start, end in intervals:
-        if end < start:
-            raise ValueError(f"interval ends before it starts: {start!r} > {end!r}")
-        events.append((start, 1))
-        events.append((end, -1))
-    events.sort()  # (t, -1) sorts before (t, +1)
-    open_now = peak = 0
-    for _, delta in events:
-        open_now += delta
-        peak = max(peak, open_now)
-    return peak
 
 
 # ---------------------------------------------------------------------- worker side
