@@ -7,7 +7,7 @@ loop, so the figures that are divided by each other are measured minutes apart a
 Every run starts on empty storage (a fresh Redis prefix, a fresh Postgres schema).
 
 It also counts the round trips an acquire and a release cost on the real Redis (T6): every
-batch ``RedisStorage._execute`` sends is one round trip, as ``tests/helpers.py`` counts them.
+batch the storage's executor sends (``executor.observers`` see each) is one round trip.
 """
 
 from __future__ import annotations
@@ -195,13 +195,7 @@ def count_round_trips(target: RedisTarget, fast: bool, pool_size: int) -> RoundT
         pool = bootstrap_pool(storage, name=POOL)
         storage.add_proxies_bulk([bootstrap_proxy_model(pool.id, i) for i in range(pool_size)])
         batches: list[int] = []  # commands per round trip, since the last reset
-        original = storage._execute
-
-        def counting(batch: Any) -> list[Any]:
-            batches.append(len(batch.calls))
-            return original(batch)
-
-        storage._execute = counting  # type: ignore[method-assign]
+        storage.executor.observers.append(lambda batch: batches.append(len(batch.calls)))
         acquire = [0, 0]
         release = [0, 0]
         for selector in SELECTORS:

@@ -98,7 +98,7 @@ def run_profile(
         say(f"  cycle {cycle_us:,.0f} us; no-op EVALSHA {noop_us:,.0f} us")
 
         if target.private:
-            names = {sha: name for name, sha in storage._shas.items()}
+            names = {s.sha: name for name, s in storage.executor.scripts.items()}
             target.admin.config_set("slowlog-max-len", 4 * count + 100)
             target.admin.config_set("slowlog-log-slower-than", 0)
             target.admin.slowlog_reset()

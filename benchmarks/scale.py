@@ -117,7 +117,7 @@ def load_pool(
     target: RedisTarget, storage: RedisStorage, size: int, make: Callable[[UUID, int], Proxy]
 ) -> tuple[LoadedPool, PoolSize, list[Proxy]]:
     """Save a pool of ``size`` proxies in bulk; time the load and measure its memory."""
-    prefix = storage.core.keys.prefix
+    prefix = storage.context.keys.prefix
     pool = ProxyPool(name=f"scale-{size}")
     started = time.perf_counter()
     proxies = [make(pool.id, n) for n in range(size)]

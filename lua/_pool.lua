@@ -1,49 +1,48 @@
--- _pool.lua: helpers shared by every pool script. pharox_redis/scripts.py puts this file in
--- front of each pool script, so a script is this prelude followed by its own body.
+-- _pool.lua: helpers shared by every pool script. pharox_redis/scripts.py builds a pool script
+-- as _common.lua, one line binding the pool's keys, this file, then the script's own body.
 --
--- Every pool script receives the same twelve KEYS first, all under the pool's hash tag
--- <prefix>:{p:<pool-uuid>} (pharox_redis/keys.py, PoolKeys.block):
---   KEYS[1]  :meta       hash  name, description, total, active, available, leased, leases
---   KEYS[2]  :state      hash  proxy id -> JSON of every field Lua reads (see codec.ProxyState)
---   KEYS[3]  :counts     hash  proxy id -> current lease count (absent when 0)
---   KEYS[4]  :records    hash  proxy id -> msgpack of host, port, protocol, credentials
---   KEYS[5]  :first      zset  available proxies; score -checked_at_us, member id
---   KEYS[6]  :least      zset  available proxies; score lease count, member <checked18><id>
---   KEYS[7]  :rr         zset  available proxies; score 0, member id (lexicographic = UUID order)
---   KEYS[8]  :latency    zset  available proxies; score last reachable latency ms or inf, member id
---   KEYS[9]  :cursor     string  id of the proxy ROUND_ROBIN handed out last
---   KEYS[10] :deadlines  zset  active lease id -> expires_at in microseconds
---   KEYS[11] :leases     hash  lease id -> JSON {proxy, consumer, acquired, expires, released}
---   KEYS[12] :history    zset  released lease id -> purge time in microseconds
+-- Every pool script receives the keys of one pool first, all under the pool's hash tag
+-- <prefix>:{p:<pool-uuid>}, in the order of pharox_redis/keys.py's PoolKeys, which is their
+-- one definition: scripts.py binds them to locals named after its fields (K_META, K_STATE,
+-- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES,
+-- K_HISTORY); PoolKeys' docstring says what each holds.
 -- "Available" means status active and lease count below max concurrency (no max: unlimited);
 -- a proxy is in all four availability sets or in none.
-local K_META, K_STATE, K_COUNTS, K_RECORDS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_FIRST, K_LEAST, K_RR, K_LATENCY = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local K_CURSOR, K_DEADLINES, K_LEASES, K_HISTORY = KEYS[9], KEYS[10], KEYS[11], KEYS[12]
-
+--
+-- Every pool script answers {code, pool name, counters, fields...}: the pool's name (false
+-- when there is no such pool), the five pool counters as one nested array {total, active,
+-- available, leased, leases} (false when the script does not report them), then the
+-- script's own fields. pharox_redis/replies.py parses each script's reply.
 local COUNTERS = {'total', 'active', 'available', 'leased', 'leases'}
 local PURGE_BATCH = 32
 
--- The server clock in microseconds (exact: below 2^53 until the year 2255).
-local function now_us()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- The five pool counters, in the order of COUNTERS.
+local function counters()
+  local values = redis.call('HMGET', K_META, unpack(COUNTERS))
+  for i = 1, 5 do
+    values[i] = tonumber(values[i]) or 0
+  end
+  return values
 end
 
--- An integer as a decimal string without exponent (tostring would round to 14 digits).
-local function int_str(n)
-  return string.format('%.0f', n)
+-- A reply: {code, name, counters (only `with_counters`), fields...}; `fields` may hold false.
+local function answer(code, name, with_counters, fields)
+  local out = {code, name or false, with_counters and counters() or false}
+  for i = 1, fields and #fields or 0 do
+    out[#out + 1] = fields[i]
+  end
+  return out
 end
 
 -- The pool's name when the pool exists and is called `expected` ('' accepts any name);
--- otherwise nil and the reply the script returns: {'nopool'} or {'stale', actual name}.
+-- otherwise nil and the reply the script returns: 'nopool', or 'stale' with the pool's name.
 local function pool_named(expected)
   local name = redis.call('HGET', K_META, 'name')
   if not name then
-    return nil, {'nopool'}
+    return nil, answer('nopool', false, false)
   end
   if expected ~= '' and name ~= expected then
-    return nil, {'stale', name}
+    return nil, answer('stale', name, false)
   end
   return name
 end
@@ -137,16 +136,6 @@ local function end_lease(lease_id, raw, now, retention_us)
   return encoded
 end
 
--- The pool counters in _STATS order (total, active, available, leased, leases), appended
--- to a reply so the caller has the pool stats without another round trip.
-local function append_counters(out)
-  local values = redis.call('HMGET', K_META, unpack(COUNTERS))
-  for i = 1, 5 do
-    out[#out + 1] = tonumber(values[i]) or 0
-  end
-  return out
-end
-
 -- Release at most `batch` of this pool's leases whose deadline has passed. Returns how many
 -- were released and whether the batch was full (more may be due).
 local function reclaim_due(now, retention_us, batch)
@@ -189,5 +178,3 @@ local function start_lease(id, p, lease_id, consumer_id, now, duration_us)
   set_leases(id, p, p.n + 1)
   return rec
 end
-
--- Code shared above; the script's own body follows.

@@ -4,6 +4,17 @@
 -- A filter is the JSON tree pharox_redis/filters.py compiles from ProxyFilters. It evaluates
 -- three-valued: true, false, or nil when a Python predicate decides ("undecided"); undecided
 -- candidates go back to Python in selector order.
+--
+-- How to add a selector. Each selector walks one sorted set of the available proxies, kept
+-- in its order by every script that changes a proxy, so a pick is O(log N):
+--   1. pharox's SelectorStrategy names it (its value is what ARGV carries here).
+--   2. pharox_redis/keys.py: add the set to PoolKeys (say its member and score there).
+--   3. _pool.lua, reindex(): add, move and remove members as proxies change; if the score
+--      needs a field of the proxy, add it to codec.ProxyState (pharox_redis/codec.py).
+--   4. Here: map the strategy to the set in ORDER_KEYS (and in walk(), a member that is not
+--      the bare proxy id back to the id, as for least_used).
+--   5. audit.lua: SETS and placements(), so the audit recomputes and repairs the set.
+--   6. tests/storage/test_selection.py: the order against pharox's reference adapters.
 local EARTH_RADIUS_KM = 6371.0
 local ORDER_KEYS = {first_available = K_FIRST, least_used = K_LEAST,
                     round_robin = K_RR, lowest_latency = K_LATENCY}
@@ -143,5 +154,3 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided)
   end
   return pos < total and pos or -1
 end
-
--- Code shared above; the script's own body follows.

@@ -2,7 +2,7 @@
 -- bounded batch), walks the available proxies in selector order (see _select.lua) and, when
 -- the first candidate matches, leases it on the server clock. Candidates a Python predicate
 -- must decide come back instead, for the caller to test and lease with lease.lua.
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] pool name the caller expects (string)
 -- ARGV[2] selector: first_available | least_used | round_robin | lowest_latency
 -- ARGV[3] filter JSON from pharox_redis/filters.py, or '' for none
@@ -17,15 +17,14 @@
 -- ARGV[11] most expired leases reclaimed by this call (integer >= 0)
 -- ARGV[12] '1' when schedule.lua follows in the same pipeline, else '0': then a lease is made
 --   only if the pool's cleanup entry already covers it (see scheduled_at in _pool.lua)
--- Returns {code, pool name, covered, total, active, available, leased, leases, ...}: covered
---   is 1 when a later lease of the same duration needs no schedule.lua call; then the five
---   pool counters taken after the call; then by code:
+-- Returns (see _pool.lua) {code, name, counters, covered, ...}: covered is 1 when a later
+--   lease of the same duration needs no schedule.lua call; then by code:
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
 --     record are false when the proxy has been deleted since)
 --   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
 --     no items and offset -1 means nothing matches
---   or {'schedule', pool name}: nothing was done; send again with schedule.lua pipelined
---   | {'nopool'} | {'stale', pool name}
+--   or {'schedule', name, false}: nothing was done; send again with schedule.lua pipelined
+--   | 'nopool' | 'stale'
 local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
 local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
@@ -40,13 +39,7 @@ end
 local sched = scheduled_at()
 
 local function leased(code, rec, proxy_id, state, count, record)
-  local out = append_counters({code, name, sched and 1 or 0})
-  out[#out + 1] = rec
-  out[#out + 1] = proxy_id
-  out[#out + 1] = state
-  out[#out + 1] = count
-  out[#out + 1] = record
-  return out
+  return answer(code, name, true, {sched and 1 or 0, rec, proxy_id, state, count, record})
 end
 
 local existing = redis.call('HGET', K_LEASES, lease_id)
@@ -58,7 +51,7 @@ end
 
 local now = now_us()
 if not with_schedule and (sched == nil or sched > now + duration_us) then
-  return {'schedule', name}
+  return answer('schedule', name, false)
 end
 if reclaim_batch > 0 then
   reclaim_due(now, retention_us, reclaim_batch)
@@ -79,8 +72,7 @@ if items[2] == 1 then
   end
   return leased('ok', rec, id, state, count + 1, record)
 end
-local out = append_counters({'scan', name, sched and 1 or 0})
-out[#out + 1] = next_offset
+local out = answer('scan', name, true, {sched and 1 or 0, next_offset})
 for _, value in ipairs(items) do
   out[#out + 1] = value
 end

@@ -2,7 +2,7 @@
 -- from the proxies and lease records, reports each difference ("drift") and, with
 -- ARGV[2] = 'repair', fixes it in the same atomic step. Every check compares values read in
 -- the same call, so leasing going on meanwhile never shows up as drift.
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] step; pharox_redis/audit.py runs them in this order, so a repair fixes what
 --   later steps rely on first (a count is never lowered because a deadline was missing):
 --   'leases'   one HSCAN page of :leases: an active lease is in the deadline zset, a
@@ -22,7 +22,8 @@
 -- ARGV[4] retention of released lease records in microseconds (integer >= 0)
 -- ARGV[5] cursor (HSCAN cursor, or rank to start at) ('0' to start)
 -- ARGV[6] page size (integer >= 1)
--- Returns {'nopool'} | {'ok', next cursor ('0' when done), a, b, c, drift...}: for
+-- Returns (see _pool.lua) 'nopool' | {'ok', name, false, next cursor ('0' when done), a, b,
+--   c, drift...}: for
 --   'counts' a = the pool's 'sched' field ('' for none), b = active leases and c = earliest
 --   deadline ('' for none), for 'counters'
 --   a = proxies, otherwise a = items examined; then four strings per drift: what, subject,
@@ -30,10 +31,12 @@
 local step, repair, registered = ARGV[1], ARGV[2] == 'repair', ARGV[3]
 local retention_us, cursor, page = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 
-if redis.call('EXISTS', K_META) == 0 then
-  return {'nopool'}
+local name, refused = pool_named('')
+if not name then
+  return refused
 end
-local out = {'ok', '0', 0, 0, ''}
+-- out[4] is the next cursor and out[5..7] the step's figures (see Returns).
+local out = answer('ok', name, false, {'0', 0, 0, ''})
 local function report(what, subject, found, expected)
   out[#out + 1] = what
   out[#out + 1] = subject
@@ -93,9 +96,8 @@ local function active_leases(check)
 end
 
 if step == 'counts' then
-  local name = redis.call('HGET', K_META, 'name')
   if name ~= registered then
-    report('registry', 'name', name or nil, registered)
+    report('registry', 'name', name, registered)
     if repair then
       redis.call('HSET', K_META, 'name', registered)
     end
@@ -138,8 +140,8 @@ if step == 'counts' then
       end
     end
   end
-  out[3] = redis.call('HGET', K_META, 'sched') or ''
-  out[4], out[5] = active, earliest and int_str(earliest) or ''
+  out[5] = redis.call('HGET', K_META, 'sched') or ''
+  out[6], out[7] = active, earliest and int_str(earliest) or ''
   return out
 end
 
@@ -172,17 +174,17 @@ if step == 'counters' then
       end
     end
   end
-  out[3] = totals[1]
+  out[5] = totals[1]
   return out
 end
 
 if step == 'proxies' then
   local scan = redis.call('HSCAN', K_STATE, cursor, 'COUNT', page)
-  out[2] = scan[1]
+  out[4] = scan[1]
   local fields = scan[2]
   for i = 1, #fields, 2 do
     local id = fields[i]
-    out[3] = out[3] + 1
+    out[5] = out[5] + 1
     if redis.call('HEXISTS', K_RECORDS, id) == 0 then
       -- Host and port are gone: nothing to rebuild the proxy from, so repair removes it.
       report('proxy-without-record', id, 'state', '')
@@ -216,10 +218,10 @@ end
 
 if step == 'records' then
   local scan = redis.call('HSCAN', K_RECORDS, cursor, 'COUNT', page)
-  out[2] = scan[1]
+  out[4] = scan[1]
   local fields = scan[2]
   for i = 1, #fields, 2 do
-    out[3] = out[3] + 1
+    out[5] = out[5] + 1
     if redis.call('HEXISTS', K_STATE, fields[i]) == 0 then
       report('record-without-proxy', fields[i], 'record', '')
       if repair then
@@ -237,7 +239,7 @@ if step == 'sets' then
     local members = redis.call('ZRANGE', key, start, start + page - 1)
     longest = math.max(longest, #members)
     for _, member in ipairs(members) do
-      out[3] = out[3] + 1
+      out[5] = out[5] + 1
       local id = set == 'least' and string.sub(member, -36) or member
       local p = load_proxy(id)
       local fits = p ~= nil and available(p)
@@ -252,17 +254,17 @@ if step == 'sets' then
       end
     end
   end
-  out[2] = longest == page and tostring(start + page) or '0'
+  out[4] = longest == page and tostring(start + page) or '0'
   return out
 end
 
 if step == 'leases' then
   local scan = redis.call('HSCAN', K_LEASES, cursor, 'COUNT', page)
-  out[2] = scan[1]
+  out[4] = scan[1]
   local fields = scan[2]
   for i = 1, #fields, 2 do
     local lease_id, rec = fields[i], cjson.decode(fields[i + 1])
-    out[3] = out[3] + 1
+    out[5] = out[5] + 1
     if rec.released == nil and redis.call('ZSCORE', K_DEADLINES, lease_id) == false then
       report('deadline', lease_id, '', rec.expires)
       if repair then
@@ -283,7 +285,7 @@ if step == 'history' then
   local members = redis.call('ZRANGE', K_HISTORY, start, start + page - 1, 'WITHSCORES')
   local kept = 0
   for i = 1, #members, 2 do
-    out[3] = out[3] + 1
+    out[5] = out[5] + 1
     if redis.call('HEXISTS', K_LEASES, members[i]) == 0 then
       report('history', members[i], members[i + 1], '')
       if repair then
@@ -294,7 +296,7 @@ if step == 'history' then
     end
   end
   local next_rank = start + (repair and kept or #members / 2)
-  out[2] = #members / 2 == page and tostring(next_rank) or '0'
+  out[4] = #members / 2 == page and tostring(next_rank) or '0'
   return out
 end
 

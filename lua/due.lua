@@ -40,10 +40,9 @@ for i = 3, #ARGV, 3 do
   end
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local claim = string.format('%.0f', now + grace)
-local due = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('%.0f', now),
+local now = now_us()
+local claim = int_str(now + grace)
+local due = redis.call('ZRANGEBYSCORE', key, '-inf', int_str(now),
                        'LIMIT', 0, batch)
 local out = {}
 for _, pool in ipairs(due) do

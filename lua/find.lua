@@ -2,15 +2,15 @@
 -- matches the filter, after any undecided candidates met before it (see _select.lua).
 -- Bounded: at most ARGV[5] candidates are examined per call; the caller continues from the
 -- offset returned. ROUND_ROBIN moves the cursor when the first candidate is a match.
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] pool name the caller expects (string)
 -- ARGV[2] selector: first_available | least_used | round_robin | lowest_latency
 -- ARGV[3] filter JSON from pharox_redis/filters.py, or '' for none
 -- ARGV[4] offset: position in selector order to start at (integer >= 0)
 -- ARGV[5] scan budget: most candidates examined by this call (integer >= 1)
 -- ARGV[6] most undecided candidates returned (integer >= 1)
--- Returns {'ok', next offset (-1 when the order is exhausted), item...} | {'nopool'}
---   | {'stale', pool name}; an item is 5 values (see walk in _select.lua).
+-- Returns (see _pool.lua) {'ok', name, false, next offset (-1 when the order is exhausted),
+--   item...} | 'nopool' | 'stale'; an item is 5 values (see walk in _select.lua).
 local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
 local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
@@ -18,9 +18,9 @@ local name, refused = pool_named(expected_name)
 if not name then
   return refused
 end
-local out = {'ok', -1}
-out[2] = walk(out, selector, filter_json, offset, budget, max_undecided)
-if selector == 'round_robin' and out[4] == 1 then
-  redis.call('SET', K_CURSOR, out[3])
+local out = answer('ok', name, false, {-1})
+out[4] = walk(out, selector, filter_json, offset, budget, max_undecided)
+if selector == 'round_robin' and out[6] == 1 then
+  redis.call('SET', K_CURSOR, out[5])
 end
 return out

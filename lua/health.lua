@@ -1,8 +1,7 @@
 -- health.lua: store a health record for a proxy and, for a health check result, apply its
 -- status and checked_at. A reachable record with a latency newer than the one known sets the
 -- proxy's latency (LOWEST_LATENCY order). History is capped per proxy.
--- KEYS[1..12] the pool block (see _pool.lua)
--- KEYS[13] <prefix>:{p:<pool>}:health:<proxy id>  zset: record JSON scored by checked_at_us
+-- KEYS the pool's keys (see _pool.lua), then <prefix>:{p:<pool>}:health:<proxy id>  zset: record JSON scored by checked_at_us
 -- ARGV[1]  proxy id (UUID string)
 -- ARGV[2]  '1' to apply status and checked_at to the proxy, '0' to store the record only
 -- ARGV[3]  record id (UUID string)
@@ -16,14 +15,19 @@
 -- ARGV[11] new checked_at sort key (18 digits; see codec.checked_key), used when applying
 -- ARGV[12] new FIRST_AVAILABLE score (-checked_at_us), used when applying
 -- ARGV[13] most records kept per proxy (integer >= 1)
--- Returns {'ok', state JSON, lease count, record} | {'missing'}
+-- Returns (see _pool.lua) {'ok', name, false, state JSON, lease count, record}
+--   | {'missing', name, false} | 'nopool'
 local id, apply, checked_us = ARGV[1], ARGV[2] == '1', ARGV[4]
 local reachable, latency = ARGV[5] == '1', ARGV[6]
 local cap = tonumber(ARGV[13])
 
+local name, refused = pool_named('')
+if not name then
+  return refused
+end
 local p = load_proxy(id)
 if not p then
-  return {'missing'}
+  return answer('missing', name, false)
 end
 local before = ARGV[8]
 if apply then
@@ -50,4 +54,4 @@ if changed then
   redis.call('HSET', K_STATE, id, state)
   reindex(id, p, {st = st, n = p.n})
 end
-return {'ok', state, p.n, redis.call('HGET', K_RECORDS, id)}
+return answer('ok', name, false, {state, p.n, redis.call('HGET', K_RECORDS, id)})

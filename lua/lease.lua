@@ -2,7 +2,7 @@
 -- lease). Used by create_lease (one proxy) and by acquires whose candidates a Python
 -- predicate chose (several, in selector order, so a candidate another worker took in the
 -- meantime costs no extra round trip).
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] pool name the caller expects, or '' to accept any (string)
 -- ARGV[2] proxy id (UUID string)
 -- ARGV[3] lease id (UUID string chosen by the client; a retry with the same id returns the
@@ -13,10 +13,9 @@
 -- ARGV[7] '1' to make the leased proxy the ROUND_ROBIN cursor, else '0'
 -- ARGV[8..] more proxy ids (UUID strings), tried in order after ARGV[2]
 -- Always pipelined before schedule.lua, so the pool's 'sched' field may be lowered.
--- Returns {'ok', pool name, lease JSON, lease count, total, active, available, leased,
---   leases} | {'exists', ... same} | {'unavailable', counters...} when every proxy given is
---   full or not active | {'missing', counters...} when none of them is in the pool
---   | {'nopool'} | {'stale', pool name}; counters are the five pool counters after the call
+-- Returns (see _pool.lua) {code, name, counters, ...}: 'ok' | 'exists' with lease JSON and
+--   the proxy's lease count; 'unavailable' when every proxy given is full or not active,
+--   'missing' when none of them is in the pool (no fields); | 'nopool' | 'stale'
 local expected_name, proxy_id, lease_id = ARGV[1], ARGV[2], ARGV[3]
 local consumer_id, duration_us, retention_us = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local move_cursor = ARGV[7] == '1'
@@ -28,7 +27,7 @@ end
 
 local function reply(code, rec)
   local id = cjson.decode(rec).proxy
-  return append_counters({code, name, rec, tonumber(redis.call('HGET', K_COUNTS, id)) or 0})
+  return answer(code, name, true, {rec, tonumber(redis.call('HGET', K_COUNTS, id)) or 0})
 end
 
 local existing = redis.call('HGET', K_LEASES, lease_id)
@@ -47,7 +46,7 @@ for i = 2, #ARGV do
   end
 end
 if not p then
-  return append_counters({found and 'unavailable' or 'missing'})
+  return answer(found and 'unavailable' or 'missing', name, true)
 end
 
 local now = now_us()

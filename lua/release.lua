@@ -1,19 +1,19 @@
 -- release.lua: release a lease; idempotent, and a no-op for a lease already released or
 -- reclaimed (so it never touches the proxy's newer leases).
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] lease id (UUID string)
 -- ARGV[2] retention of released lease records in microseconds (integer >= 0)
--- Returns {code, total, active, available, leased, leases, lease JSON}: the pool counters
---   after the call, then the lease record; code 'released', or 'noop' when it was already
---   over | {'missing', counters...} | {'nopool'}
+-- Returns (see _pool.lua) {code, name, counters, lease JSON}: code 'released', or 'noop'
+--   when it was already over | {'missing', name, counters} | 'nopool'
 local lease_id, retention_us = ARGV[1], tonumber(ARGV[2])
 
-if redis.call('EXISTS', K_META) == 0 then
-  return {'nopool'}
+local name, refused = pool_named('')
+if not name then
+  return refused
 end
 local raw = redis.call('HGET', K_LEASES, lease_id)
 if not raw then
-  return append_counters({'missing'})
+  return answer('missing', name, true)
 end
 local code = 'noop'
 if redis.call('ZREM', K_DEADLINES, lease_id) == 1 then
@@ -22,6 +22,4 @@ if redis.call('ZREM', K_DEADLINES, lease_id) == 1 then
   purge_history(now)
   code = 'released'
 end
-local out = append_counters({code})
-out[#out + 1] = raw
-return out
+return answer(code, name, true, {raw})

@@ -1,31 +1,32 @@
 -- renew.lua: extend an active lease to expire `duration` after now on the server clock. A
 -- lease whose deadline has passed is lost: it is reclaimed here if no one has done so yet.
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] lease id (UUID string)
 -- ARGV[2] new duration from now in microseconds (integer > 0)
 -- ARGV[3] retention of released lease records in microseconds (integer >= 0)
--- Returns {'ok', lease JSON} | {'lost', lease JSON} | {'missing'} | {'nopool'}
+-- Returns (see _pool.lua) {'ok' | 'lost', name, false, lease JSON} | 'missing' | 'nopool'
 local lease_id, duration_us, retention_us = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 
-if redis.call('EXISTS', K_META) == 0 then
-  return {'nopool'}
+local name, refused = pool_named('')
+if not name then
+  return refused
 end
 local raw = redis.call('HGET', K_LEASES, lease_id)
 if not raw then
-  return {'missing'}
+  return answer('missing', name, false)
 end
 local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease_id))
 if not deadline then
-  return {'lost', raw}
+  return answer('lost', name, false, {raw})
 end
 local now = now_us()
 if deadline <= now then
   redis.call('ZREM', K_DEADLINES, lease_id)
-  return {'lost', end_lease(lease_id, raw, now, retention_us)}
+  return answer('lost', name, false, {end_lease(lease_id, raw, now, retention_us)})
 end
 local rec = cjson.decode(raw)
 rec.expires = int_str(now + duration_us)
 local encoded = cjson.encode(rec)
 redis.call('HSET', K_LEASES, lease_id, encoded)
 redis.call('ZADD', K_DEADLINES, rec.expires, lease_id)
-return {'ok', encoded}
+return answer('ok', name, false, {encoded})

@@ -1,14 +1,15 @@
 -- save_proxies.lua: insert or update proxies of one pool, keeping their lease counts and the
 -- latency learnt from health checks, and re-indexing whatever changed.
--- KEYS[1..12] the pool block (see _pool.lua)
+-- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] number of proxies n (integer >= 1)
 -- ARGV[2 .. 3n+1] n triples: proxy id (UUID string), state JSON (codec.ProxyState without
 --         latency), record (msgpack of codec.ProxyRecord)
--- Returns {'ok', n} | {'nopool'}
+-- Returns (see _pool.lua) {'ok', name, false, n} | 'nopool'
 local n = tonumber(ARGV[1])
 
-if redis.call('EXISTS', K_META) == 0 then
-  return {'nopool'}
+local name, refused = pool_named('')
+if not name then
+  return refused
 end
 for i = 0, n - 1 do
   local id, state, record = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
@@ -22,4 +23,4 @@ for i = 0, n - 1 do
   redis.call('HSET', K_RECORDS, id, record)
   reindex(id, old, {st = st, n = old and old.n or 0})
 end
-return {'ok', n}
+return answer('ok', name, false, {n})

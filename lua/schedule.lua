@@ -12,17 +12,16 @@
 -- ARGV[2] lease duration in microseconds (integer > 0)
 -- Returns 1
 local pool = ARGV[1]
-local t = redis.call('TIME')
-local due = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[2])
+local due = now_us() + tonumber(ARGV[2])
 local current = tonumber(redis.call('ZSCORE', KEYS[1], pool))
 if current == nil or due < current then
-  redis.call('ZADD', KEYS[1], string.format('%.0f', due), pool)
+  redis.call('ZADD', KEYS[1], int_str(due), pool)
 end
 local held = redis.call('HGET', KEYS[2], pool)
 if held then
   local claim, pending = string.match(held, '^(%d+) ?(%d*)$')
   if pending == '' or due < tonumber(pending) then
-    redis.call('HSET', KEYS[2], pool, claim .. ' ' .. string.format('%.0f', due))
+    redis.call('HSET', KEYS[2], pool, claim .. ' ' .. int_str(due))
   end
 end
 return 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from .async_manager import AsyncRedisProxyManager
 from .async_storage import AsyncRedisStorage
-from .audit import AuditReport, Drift
 from .errors import LeaseLostError, NotReplicatedError, RedisStorageError
 from .keys import KeySchema
-from .leased import LeasedProxy
+from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
+from .operations.audit import AuditReport, Drift
 from .storage import RedisStorage
 
 __version__ = "0.1.0"

@@ -1,8 +1,8 @@
 """``AsyncRedisProxyManager``: the API of ``RedisProxyManager`` as coroutines.
 
 pharox has no asyncio manager (its ``async_helpers`` run the sync one in threads); this one
-awaits ``redis.asyncio`` directly. Arguments, payloads, retries and keep-alive timing come
-from ``manager_core.py``, shared with the sync manager.
+awaits ``redis.asyncio`` directly. What it does is written once in ``flows.py``, shared with
+the sync manager; this class awaits the steps.
 """
 
 from __future__ import annotations
@@ -21,20 +21,12 @@ from pharox import (
     SelectorStrategy,
 )
 
-from . import leasing
+from . import flows
 from .async_storage import AsyncRedisStorage
-from .core import Op
-from .errors import LeaseLostError, RedisStorageError
-from .leased import LeasedProxy
-from .leasing import now_utc
-from .manager_core import (
-    DEFAULT_CONSUMER_NAME,
-    KeepAliveState,
-    ManagerCore,
-    build_retry_config,
-    retry_delays,
-    unwrap_lease,
-)
+from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
+from .keepalive import KeepAliveState, TaskKeepAlive
+from .leased_proxy import LeasedProxy
+from .operations.acquire import AcquireRequest
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -65,21 +57,36 @@ class AsyncRedisProxyManager:
                 f"AsyncRedisProxyManager needs an AsyncRedisStorage, got {type(storage)}"
             )
         self.storage = storage
-        self._m = ManagerCore(storage.core, retries)
         self._acquire_callbacks: list[Callback[AcquireEventPayload]] = []
         self._release_callbacks: list[Callback[ReleaseEventPayload]] = []
+        self.policy = Policy(
+            storage.context, retries, self._acquire_callbacks, self._release_callbacks
+        )
 
-    async def _run(self, make_op: Callable[[], Op[T]]) -> T:
-        attempt = 0
+    async def _perform(self, flow: Flow[T]) -> T:
+        """Run a flow of ``flows.py``, awaiting each step it yields."""
+        result: Any = None
+        error: Optional[Exception] = None
         while True:
             try:
-                return await self.storage.run(make_op())
-            except RedisStorageError as exc:
-                delay = self._m.retry_delay(exc, attempt)
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
-                attempt += 1
+                step = flow.send(result) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            result, error = None, None
+            try:
+                if isinstance(step, Run):
+                    result = await self.storage.executor.run(step.op)
+                elif isinstance(step, Notify):
+                    for callback in step.callbacks:
+                        notified = callback(step.payload)
+                        if inspect.isawaitable(notified):
+                            await notified
+                else:
+                    slept = (step.sleep or asyncio.sleep)(step.seconds)
+                    if inspect.isawaitable(slept):
+                        await slept
+            except Exception as exc:
+                error = exc
 
     # ------------------------------------------------------------------ callbacks
 
@@ -90,13 +97,6 @@ class AsyncRedisProxyManager:
     def register_release_callback(self, callback: Callback[ReleaseEventPayload]) -> None:
         """Register a callback (sync or async) invoked after every release."""
         self._release_callbacks.append(callback)
-
-    @staticmethod
-    async def _notify(callbacks: list[Callback[Any]], payload: Any) -> None:
-        for callback in callbacks:
-            result = callback(payload)
-            if inspect.isawaitable(result):
-                await result
 
     # ------------------------------------------------------------------ acquire
 
@@ -109,17 +109,8 @@ class AsyncRedisProxyManager:
         selector: Optional[SelectorStrategy] = None,
     ) -> Optional[LeasedProxy]:
         """Lease a proxy and return it with its lease, or None when none is available."""
-        started_at = now_utc() if self._acquire_callbacks else None
-        request = self._m.request(pool_name, consumer_name, duration_seconds, filters, selector)
-        try:
-            acquired = await self._run(lambda: leasing.acquire(self.storage.core, request))
-        except RedisStorageError as exc:
-            exc.lease_id = request.lease_id
-            raise
-        if started_at is not None:
-            payload = self._m.acquire_payload(request, acquired, started_at)
-            await self._notify(self._acquire_callbacks, payload)
-        return acquired.leased
+        asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+        return await self._perform(flows.acquire(self.policy, asked))
 
     async def acquire_proxy(
         self,
@@ -144,17 +135,12 @@ class AsyncRedisProxyManager:
         sleep_fn: Optional[Callable[[float], Awaitable[None]]] = None,
     ) -> Optional[LeasedProxy]:
         """Like :meth:`acquire`, trying again with pharox's backoff while none is available."""
-        sleep = sleep_fn or asyncio.sleep
-        delays = retry_delays(retry_config or RetryConfig())
-        while True:
-            leased = await self.acquire(
-                pool_name, consumer_name, duration_seconds, filters, selector
-            )
-            wait = next(delays, None)
-            if leased is not None or wait is None:
-                return leased
-            if wait > 0:
-                await sleep(wait)
+
+        def asked() -> AcquireRequest:
+            return flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+
+        config = retry_config or RetryConfig()
+        return await self._perform(flows.acquire_with_retry(self.policy, asked, config, sleep_fn))
 
     async def acquire_proxy_with_retry(
         self,
@@ -171,7 +157,7 @@ class AsyncRedisProxyManager:
         max_backoff_seconds: Optional[float] = None,
     ) -> Optional[Lease]:
         """Acquire with retry/backoff, with pharox's arguments and spacing."""
-        config = build_retry_config(
+        config = flows.retry_config(
             retry_config, max_attempts, backoff_seconds, backoff_multiplier, max_backoff_seconds
         )
         leased = await self.acquire_with_retry(
@@ -183,19 +169,14 @@ class AsyncRedisProxyManager:
 
     async def release_proxy(self, lease: Union[Lease, LeasedProxy]) -> None:
         """Release a lease (or a LeasedProxy); idempotent, one round trip."""
-        held = unwrap_lease(lease)
-        released = await self._run(lambda: leasing.release(self.storage.core, held))
-        self._m.mark_released(held, released)
-        if self._release_callbacks:
-            await self._notify(self._release_callbacks, self._m.release_payload(held, released))
+        await self._perform(flows.release(self.policy, lease))
 
     async def renew_lease(self, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Lease:
         """Extend an active lease to end ``duration_seconds`` from now (server clock).
 
         Raises :class:`~pharox_redis.errors.LeaseLostError` when it expired or was released.
         """
-        held = unwrap_lease(lease)
-        return await self._run(lambda: leasing.renew(self.storage.core, held, duration_seconds))
+        return await self._perform(flows.renew(self.policy, lease, duration_seconds))
 
     async def cleanup_expired_leases(self) -> int:
         """Reclaim expired leases of every pool and return how many."""
@@ -210,7 +191,10 @@ class AsyncRedisProxyManager:
         if leased is None:
             yield None
             return
-        renewer = _KeepAlive(self, leased, duration_seconds) if keep_alive else None
+        renewer = None
+        if keep_alive:
+            state = KeepAliveState(leased, duration_seconds)
+            renewer = TaskKeepAlive(state, lambda: self.renew_lease(leased, duration_seconds))
         try:
             yield leased
         except asyncio.CancelledError:
@@ -224,11 +208,7 @@ class AsyncRedisProxyManager:
         finally:
             if renewer is not None:
                 await renewer.stop()
-            try:
-                await self.release_proxy(leased.lease)
-            except RedisStorageError:
-                if not leased.lost:
-                    raise  # a lost lease needs no release: report the loss below
+            await self._perform(flows.leave(self.policy, leased))
         leased.check()
 
     @asynccontextmanager
@@ -302,7 +282,7 @@ class AsyncRedisProxyManager:
         keep_alive: bool = False,
     ) -> AsyncIterator[Optional[Lease]]:
         """Like :meth:`with_lease`, retrying the acquire with pharox's backoff."""
-        config = build_retry_config(
+        config = flows.retry_config(
             retry_config, max_attempts, backoff_seconds, backoff_multiplier, max_backoff_seconds
         )
         leased = await self.acquire_with_retry(
@@ -310,34 +290,3 @@ class AsyncRedisProxyManager:
         )
         async with self._holding(leased, duration_seconds, keep_alive) as held:
             yield held.lease if held is not None else None
-
-
-class _KeepAlive:
-    """Renew a lease from a task; cancel the holder's task when the lease is lost."""
-
-    def __init__(self, manager: AsyncRedisProxyManager, leased: LeasedProxy, duration: float):
-        self.state = KeepAliveState(leased, duration)
-        self.cancelled_body = False
-        self._manager = manager
-        self._body = asyncio.current_task()
-        self._task = asyncio.create_task(self._loop())
-
-    async def _loop(self) -> None:
-        state = self.state
-        while True:
-            await asyncio.sleep(state.interval)
-            try:
-                await self._manager.renew_lease(state.leased.lease, state.duration)
-            except (LeaseLostError, RedisStorageError) as exc:
-                if state.failed(exc):
-                    if self._body is not None:
-                        self.cancelled_body = True
-                        self._body.cancel()
-                    return
-            else:
-                state.renewed()
-
-    async def stop(self) -> None:
-        """Stop renewing."""
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)

@@ -14,10 +14,10 @@ from dataclasses import asdict
 
 import redis
 
-from .audit import AuditReport
+from .connect import redact
 from .demo import main as demo_main
-from .demo import redact
 from .errors import RedisStorageError
+from .operations.audit import AuditReport
 from .storage import RedisStorage
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"

@@ -13,7 +13,7 @@ import functools
 import ipaddress
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 from uuid import UUID
 
 import msgspec
@@ -21,9 +21,11 @@ from pharox import (
     HealthCheckResult,
     Lease,
     LeaseStatus,
+    PoolStatsSnapshot,
     Proxy,
     ProxyCredentials,
     ProxyHealthRecord,
+    ProxyPool,
     ProxyProtocol,
     ProxyStatus,
 )
@@ -339,4 +341,25 @@ def health_result(record: ProxyHealthRecord) -> HealthCheckResult:
         status_code=None,
         checked_at=record.checked_at,
         error_message=record.error,
+    )
+
+
+def stats_snapshot(pool_name: str, counters: Sequence[int]) -> PoolStatsSnapshot:
+    """Build a PoolStatsSnapshot from the five pool counters."""
+    total, active, available, leased, leases = counters
+    return PoolStatsSnapshot.model_construct(
+        pool_name=pool_name,
+        total_proxies=total,
+        active_proxies=active,
+        available_proxies=available,
+        leased_proxies=leased,
+        total_leases=leases,
+        collected_at=datetime.now(timezone.utc),
+    )
+
+
+def decode_pool(pool_id: UUID, name: bytes | str, description: Optional[bytes | str]) -> ProxyPool:
+    """Rebuild a ProxyPool from its stored name and description."""
+    return ProxyPool.model_construct(
+        id=pool_id, name=text(name), description=None if description is None else text(description)
     )

@@ -45,8 +45,9 @@ from pharox import (
     SelectorStrategy,
 )
 
+from .connect import redact
 from .errors import RedisStorageError
-from .leased import LeasedProxy
+from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
 from .server import RedisServer, redis_server_binary
 from .storage import RedisStorage
@@ -133,28 +134,6 @@ def server_version(client: Any) -> str:
 
     """
     return str(client.info("server").get("redis_version", "?"))
-
-
-def redact(url: str) -> str:
-    """Return ``url`` without a password.
-
-    Parameters
-    ----------
-    url:
-        A Redis URL.
-
-    Returns
-    -------
-    str
-        The URL with ``:password@`` replaced by ``:***@``.
-
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    auth, _, host = rest.rpartition("@")
-    user = auth.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 @contextmanager
@@ -522,7 +501,7 @@ def remove_namespace(storage: RedisStorage) -> int:
         storage.delete_pool(pool_id)
     # delete_pool keeps the prefix-wide consumer registry; remove what is left of *our*
     # prefix (unique to this run) key by key. Never FLUSHDB on a server we do not own.
-    pattern = f"{storage.core.keys.prefix}:*"
+    pattern = f"{storage.context.keys.prefix}:*"
     leftovers = list(storage.client.scan_iter(match=pattern, count=1000))
     if leftovers:
         storage.client.unlink(*leftovers)

@@ -15,7 +15,26 @@ _POOL_CACHE_LIMIT = 10_000
 
 
 class PoolKeys(NamedTuple):
-    """The keys of one pool, in the order every pool script receives them (``lua/_pool.lua``)."""
+    """The keys of one pool, in the order every pool script receives them.
+
+    This is their one definition: ``scripts.py`` binds ``KEYS[i]`` to a Lua local named after
+    each field (``K_META``, ``K_STATE``, ...), so Python and Lua cannot disagree on the order.
+
+    * ``meta`` hash: name, description, the counters total, active, available, leased,
+      leases, and ``sched`` (where the pool's cleanup entry is at the latest).
+    * ``state`` hash: proxy id -> JSON of every field Lua reads (``codec.ProxyState``).
+    * ``counts`` hash: proxy id -> current lease count (absent when 0).
+    * ``records`` hash: proxy id -> msgpack of host, port, protocol, credentials.
+    * ``first``, ``least``, ``rr``, ``latency`` zsets: the available proxies in each
+      selector's order. Scores and members: ``first`` -checked_at_us and id; ``least`` lease
+      count and ``<checked18><id>``; ``rr`` 0 and id (lexicographic = UUID order);
+      ``latency`` the last reachable latency in ms (``inf`` for none) and id. To add a
+      selector, see the note at the top of ``lua/_select.lua``.
+    * ``cursor`` string: id of the proxy ``ROUND_ROBIN`` handed out last.
+    * ``deadlines`` zset: active lease id -> expires_at in microseconds (server clock).
+    * ``leases`` hash: lease id -> JSON {proxy, consumer, acquired, expires, released}.
+    * ``history`` zset: released lease id -> purge time in microseconds.
+    """
 
     meta: str
     state: str

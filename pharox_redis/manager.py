@@ -3,30 +3,23 @@
 A drop-in subclass: the same methods, arguments and callbacks, but each acquire is one
 ``lua/acquire.lua`` call (no find-then-create race, so contention yields a lease or None,
 never ``ProxyUnavailableError``) and each release one ``lua/release.lua`` call; the pool
-stats in callback payloads come from those replies.
+stats in callback payloads come from those replies. What it does is written once in
+``flows.py``; this class performs the steps with a sync storage.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 
 from pharox import Lease, ProxyFilters, ProxyManager, RetryConfig, SelectorStrategy
 
-from . import leasing
-from .core import Op
-from .errors import LeaseLostError, RedisStorageError
-from .leased import LeasedProxy
-from .leasing import now_utc
-from .manager_core import (
-    KeepAliveState,
-    ManagerCore,
-    build_retry_config,
-    retry_delays,
-    unwrap_lease,
-)
+from . import flows
+from .flows import Flow, Notify, Policy, Run
+from .keepalive import KeepAliveState, ThreadKeepAlive
+from .leased_proxy import LeasedProxy
+from .operations.acquire import AcquireRequest
 from .storage import RedisStorage
 
 T = TypeVar("T")
@@ -56,19 +49,30 @@ class RedisProxyManager(ProxyManager):
             raise ValueError(f"RedisProxyManager needs a RedisStorage, got {type(storage)}")
         super().__init__(storage)
         self.storage = storage
-        self._m = ManagerCore(storage.core, retries)
+        self.policy = Policy(
+            storage.context, retries, self._acquire_callbacks, self._release_callbacks
+        )
 
-    def _run(self, make_op: Callable[[], Op[T]]) -> T:
-        attempt = 0
+    def _perform(self, flow: Flow[T]) -> T:
+        """Run a flow of ``flows.py``, performing each step it yields."""
+        result: Any = None
+        error: Optional[Exception] = None
         while True:
             try:
-                return self.storage.run(make_op())
-            except RedisStorageError as exc:
-                delay = self._m.retry_delay(exc, attempt)
-                if delay is None:
-                    raise
-                time.sleep(delay)
-                attempt += 1
+                step = flow.send(result) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            result, error = None, None
+            try:
+                if isinstance(step, Run):
+                    result = self.storage.executor.run(step.op)
+                elif isinstance(step, Notify):
+                    for callback in step.callbacks:
+                        callback(step.payload)
+                else:
+                    (step.sleep or time.sleep)(step.seconds)
+            except Exception as exc:
+                error = exc
 
     # ------------------------------------------------------------------ acquire
 
@@ -85,16 +89,8 @@ class RedisProxyManager(ProxyManager):
         One round trip (the first use of a pool or consumer name in a process costs one
         more to resolve it; Python predicates in ``filters`` cost one more per candidate).
         """
-        started_at = now_utc() if self._acquire_callbacks else None
-        request = self._m.request(pool_name, consumer_name, duration_seconds, filters, selector)
-        try:
-            acquired = self._run(lambda: leasing.acquire(self.storage.core, request))
-        except RedisStorageError as exc:
-            exc.lease_id = request.lease_id
-            raise
-        if started_at is not None:
-            self._notify_acquire(self._m.acquire_payload(request, acquired, started_at))
-        return acquired.leased
+        asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+        return self._perform(flows.acquire(self.policy, asked))
 
     def acquire_proxy(
         self,
@@ -119,15 +115,12 @@ class RedisProxyManager(ProxyManager):
         sleep_fn: Optional[Callable[[float], None]] = None,
     ) -> Optional[LeasedProxy]:
         """Like :meth:`acquire`, trying again with pharox's backoff while none is available."""
-        sleep = sleep_fn or time.sleep
-        delays = retry_delays(retry_config or RetryConfig())
-        while True:
-            leased = self.acquire(pool_name, consumer_name, duration_seconds, filters, selector)
-            wait = next(delays, None)
-            if leased is not None or wait is None:
-                return leased
-            if wait > 0:
-                sleep(wait)
+
+        def asked() -> AcquireRequest:
+            return flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+
+        config = retry_config or RetryConfig()
+        return self._perform(flows.acquire_with_retry(self.policy, asked, config, sleep_fn))
 
     def acquire_proxy_with_retry(
         self,
@@ -144,7 +137,7 @@ class RedisProxyManager(ProxyManager):
         max_backoff_seconds: Optional[float] = None,
     ) -> Optional[Lease]:
         """Acquire with retry/backoff, with pharox's arguments and spacing."""
-        config = build_retry_config(
+        config = flows.retry_config(
             retry_config, max_attempts, backoff_seconds, backoff_multiplier, max_backoff_seconds
         )
         leased = self.acquire_with_retry(
@@ -156,11 +149,7 @@ class RedisProxyManager(ProxyManager):
 
     def release_proxy(self, lease: Union[Lease, LeasedProxy]) -> None:
         """Release a lease (or a LeasedProxy); idempotent, one round trip."""
-        held = unwrap_lease(lease)
-        released = self._run(lambda: leasing.release(self.storage.core, held))
-        self._m.mark_released(held, released)
-        if self._release_callbacks:
-            self._notify_release(self._m.release_payload(held, released))
+        self._perform(flows.release(self.policy, lease))
 
     def renew_lease(self, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Lease:
         """Extend an active lease to end ``duration_seconds`` from now (server clock).
@@ -168,8 +157,7 @@ class RedisProxyManager(ProxyManager):
         Updates and returns the lease. Raises
         :class:`~pharox_redis.errors.LeaseLostError` when it expired or was released.
         """
-        held = unwrap_lease(lease)
-        return self._run(lambda: leasing.renew(self.storage.core, held, duration_seconds))
+        return self._perform(flows.renew(self.policy, lease, duration_seconds))
 
     # ------------------------------------------------------------------ context managers
 
@@ -180,17 +168,16 @@ class RedisProxyManager(ProxyManager):
         if leased is None:
             yield None
             return
-        renewer = _KeepAlive(self, leased, duration_seconds) if keep_alive else None
+        renewer = None
+        if keep_alive:
+            state = KeepAliveState(leased, duration_seconds)
+            renewer = ThreadKeepAlive(state, lambda: self.renew_lease(leased, duration_seconds))
         try:
             yield leased
         finally:
             if renewer is not None:
                 renewer.stop()
-            try:
-                self.release_proxy(leased.lease)
-            except RedisStorageError:
-                if not leased.lost:
-                    raise  # a lost lease needs no release: report the loss below
+            self._perform(flows.leave(self.policy, leased))
         leased.check()
 
     @contextmanager
@@ -263,7 +250,7 @@ class RedisProxyManager(ProxyManager):
         keep_alive: bool = False,
     ) -> Iterator[Optional[Lease]]:
         """Like :meth:`with_lease`, retrying the acquire with pharox's backoff."""
-        config = build_retry_config(
+        config = flows.retry_config(
             retry_config, max_attempts, backoff_seconds, backoff_multiplier, max_backoff_seconds
         )
         leased = self.acquire_with_retry(
@@ -271,32 +258,3 @@ class RedisProxyManager(ProxyManager):
         )
         with self._holding(leased, duration_seconds, keep_alive) as held:
             yield held.lease if held is not None else None
-
-
-class _KeepAlive:
-    """Renew a lease from a daemon thread until stopped or lost."""
-
-    def __init__(self, manager: RedisProxyManager, leased: LeasedProxy, duration: float):
-        self.state = KeepAliveState(leased, duration)
-        self._manager = manager
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"pharox-redis keep-alive {leased.lease.id}", daemon=True
-        )
-        self._thread.start()
-
-    def _loop(self) -> None:
-        state = self.state
-        while not self._stopped.wait(state.interval):
-            try:
-                self._manager.renew_lease(state.leased.lease, state.duration)
-            except (LeaseLostError, RedisStorageError) as exc:
-                if state.failed(exc):
-                    return
-            else:
-                state.renewed()
-
-    def stop(self) -> None:
-        """Stop renewing and wait for the thread."""
-        self._stopped.set()
-        self._thread.join()

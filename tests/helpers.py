@@ -14,7 +14,7 @@ from typing import Any, Optional
 from pharox import Proxy, ProxyPool, ProxyProtocol, ProxyStatus
 
 from pharox_redis import AsyncRedisStorage, RedisStorage
-from pharox_redis.core import Batch
+from pharox_redis.operations.batch import Batch
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -38,17 +38,11 @@ def make_proxy(pool: ProxyPool, n: int = 0, **fields: Any) -> Proxy:
 
 
 class Recorder:
-    """Record every batch a storage sends (one batch = one round trip)."""
+    """Record every batch a storage sends (one batch = one round trip), sync or async."""
 
-    def __init__(self, storage: RedisStorage) -> None:
+    def __init__(self, storage: RedisStorage | AsyncRedisStorage) -> None:
         self.batches: list[Batch] = []
-        original = storage._execute
-
-        def execute(batch: Batch) -> list[Any]:
-            self.batches.append(batch)
-            return original(batch)
-
-        storage._execute = execute  # type: ignore[method-assign]
+        storage.executor.observers.append(self.batches.append)
 
     def reset(self) -> None:
         self.batches.clear()
@@ -56,20 +50,6 @@ class Recorder:
     @property
     def calls(self) -> list[Any]:
         return [call for batch in self.batches for call in batch.calls]
-
-
-class AsyncRecorder:
-    """Record every batch an AsyncRedisStorage sends (one batch = one round trip)."""
-
-    def __init__(self, storage: AsyncRedisStorage) -> None:
-        self.batches: list[Batch] = []
-        original = storage._execute
-
-        async def execute(batch: Batch) -> list[Any]:
-            self.batches.append(batch)
-            return await original(batch)
-
-        storage._execute = execute  # type: ignore[method-assign]
 
 
 def recomputed_stats(storage: RedisStorage, pool: ProxyPool) -> dict[str, int]:
@@ -134,14 +114,15 @@ class AsyncFacade:
         def call(*args: Any, **kwargs: Any) -> Any:
             result = attr(*args, **kwargs)
             if inspect.isawaitable(result):
-                return self._drive(result)
+                return self.drive(result)
             if hasattr(result, "__aenter__"):
                 return self._sync_block(result)
             return result
 
         return call
 
-    def _drive(self, awaitable: Any) -> Any:
+    def drive(self, awaitable: Any) -> Any:
+        """Run an awaitable to completion on the loop and return its result."""
         return self._loop.run_until_complete(awaitable)
 
     def gather(self, awaitables: Iterable[Any]) -> list[Any]:
@@ -150,16 +131,16 @@ class AsyncFacade:
         async def together() -> list[Any]:
             return list(await asyncio.gather(*awaitables))
 
-        result: list[Any] = self._drive(together())
+        result: list[Any] = self.drive(together())
         return result
 
     def sleep(self, seconds: float) -> None:
         """Let the loop run for ``seconds``, or until the open block's task ends."""
         block = self._block
         if block is not None and not block.done():
-            self._drive(asyncio.wait({block}, timeout=seconds))
+            self.drive(asyncio.wait({block}, timeout=seconds))
         else:
-            self._drive(asyncio.sleep(seconds))
+            self.drive(asyncio.sleep(seconds))
 
     @property
     def block_cancelled(self) -> bool:
@@ -178,7 +159,7 @@ class AsyncFacade:
                 await leave
 
         task = loop.create_task(hold())
-        self._drive(asyncio.wait({entered, task}, return_when=asyncio.FIRST_COMPLETED))
+        self.drive(asyncio.wait({entered, task}, return_when=asyncio.FIRST_COMPLETED))
         if not entered.done():
             task.result()  # entering failed: raise why
             raise AssertionError("the async context manager did not enter")
@@ -203,7 +184,7 @@ class AsyncFacade:
 
     def _finish(self, task: asyncio.Task[Any]) -> Optional[BaseException]:
         if not task.done():
-            self._drive(asyncio.wait({task}))
+            self.drive(asyncio.wait({task}))
         return task.exception() if not task.cancelled() else asyncio.CancelledError()
 
 

@@ -26,13 +26,13 @@ from pharox import (
 from redis.crc import key_slot
 
 from pharox_redis import KeySchema, RedisProxyManager, RedisStorage, RedisStorageError
-from pharox_redis.core import Command, ScriptCall
+from pharox_redis.operations.batch import Command, ScriptCall
 
 from .helpers import BASE_TIME, Recorder, make_pool, make_proxy, recomputed_stats, stored_stats
 
 
 def _keys_of(storage: RedisStorage) -> list[bytes]:
-    return list(storage.client.scan_iter(match=f"{storage.core.keys.prefix}:*", count=1000))
+    return list(storage.client.scan_iter(match=f"{storage.context.keys.prefix}:*", count=1000))
 
 
 def test_save_pool_upserts_and_rename_keeps_proxies(storage: RedisStorage) -> None:
@@ -93,11 +93,11 @@ def test_delete_pool_removes_every_key(storage: RedisStorage) -> None:
     lease = storage.create_lease(proxies[0], "c", 60)
     storage.release_lease(storage.create_lease(proxies[1], "c", 60))
     storage.delete_pool(str(pool.id))
-    tag = storage.core.keys.pool(pool.id).tag
+    tag = storage.context.keys.pool(pool.id).tag
     assert not [k for k in _keys_of(storage) if k.decode().startswith(tag)]
     assert set(_keys_of(storage)) <= before | {
-        storage.core.keys.globals.deadlines.encode(),
-        storage.core.keys.globals.consumers.encode(),
+        storage.context.keys.globals.deadlines.encode(),
+        storage.context.keys.globals.consumers.encode(),
     }
     with pytest.raises(PoolNotFoundError):
         storage.delete_pool(str(pool.id))
@@ -366,7 +366,7 @@ def test_hostile_names(storage: RedisStorage, name: str) -> None:
     assert storage.get_pool(str(pool.id)).name == name
     assert storage.get_pool_stats(name) is not None
     storage.delete_pool(str(pool.id))
-    tag = storage.core.keys.pool(pool.id).tag.encode()
+    tag = storage.context.keys.pool(pool.id).tag.encode()
     assert not [k for k in _keys_of(storage) if k.startswith(tag)]
     assert storage.get_pool_stats(name) is None
 

@@ -20,6 +20,7 @@ from pharox import Lease, ProxyPool
 
 from pharox_redis import AsyncRedisStorage, AuditReport, RedisProxyManager, RedisStorage
 from pharox_redis.cli import main as cli_main
+from pharox_redis.operations import cleanup, pools
 from pharox_redis.server import RedisServer
 
 from .helpers import make_pool, make_proxy, recomputed_stats, stored_stats
@@ -44,8 +45,8 @@ class Scene:
         assert released is not None
         manager.release_proxy(released)
         self.released = released
-        self.keys = storage.core.keys.pool(self.pool.id)
-        self.globals = storage.core.keys.globals
+        self.keys = storage.context.keys.pool(self.pool.id)
+        self.globals = storage.context.keys.globals
 
     @property
     def held(self) -> str:
@@ -160,15 +161,15 @@ def damage_name_dangling(s: Scene) -> str:
 
 def damage_interrupted_save_pool(s: Scene) -> str:
     """save_pool registered a second pool, then stopped before writing its keys."""
-    steps = s.storage.core.save_pool(ProxyPool(name="half-saved"))
-    s.storage._execute(next(steps))  # the registry step only
+    steps = pools.save_pool(s.storage.context, ProxyPool(name="half-saved"))
+    s.storage.executor.execute(next(steps))  # the registry step only
     return "registry"
 
 
 def damage_interrupted_delete_pool(s: Scene) -> str:
     """delete_pool unregistered the pool, then stopped before removing its keys."""
-    steps = s.storage.core.delete_pool(str(s.pool.id))
-    s.storage._execute(next(steps))  # the registry step only
+    steps = pools.delete_pool(s.storage.context, str(s.pool.id))
+    s.storage.executor.execute(next(steps))  # the registry step only
     return "unregistered-pool"
 
 
@@ -263,7 +264,7 @@ def test_drift_is_found_and_repaired(
         manager.release_proxy(lease)
     else:
         assert storage.list_pools() == []
-        assert list(storage.client.scan_iter(match=f"{storage.core.keys.prefix}:{{p:*")) == []
+        assert list(storage.client.scan_iter(match=f"{storage.context.keys.prefix}:{{p:*")) == []
     assert storage.audit().drift == ()
 
 
@@ -346,14 +347,14 @@ def test_a_lease_made_while_cleanup_holds_the_pool_stays_scheduled(storage: Redi
     assert short is not None
     time.sleep(0.1)
 
-    cleanup = storage.core.cleanup_expired_leases()
-    claim = storage._execute(next(cleanup))  # due.lua: the pool is claimed
-    reclaim = storage._execute(cleanup.send(claim))  # reclaim.lua: nothing left after it
+    steps = cleanup.cleanup_expired_leases(storage.context)
+    claim = storage.executor.execute(next(steps))  # due.lua: the pool is claimed
+    reclaim = storage.executor.execute(steps.send(claim))  # reclaim.lua: nothing left after it
     late = manager.acquire_proxy("audited", duration_seconds=3600)
     assert late is not None
-    put_back = storage._execute(cleanup.send(reclaim))  # due.lua puts the hint back
+    put_back = storage.executor.execute(steps.send(reclaim))  # due.lua puts the hint back
     with pytest.raises(StopIteration) as done:
-        cleanup.send(put_back)
+        steps.send(put_back)
     assert done.value.value == 1
 
     assert storage.audit().drift == ()

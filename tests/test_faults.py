@@ -78,11 +78,13 @@ from pharox_redis import (
     RedisProxyManager,
     RedisStorage,
     RedisStorageError,
-    leasing,
+    flows,
 )
 from pharox_redis.codec import text
-from pharox_redis.core import Op
-from pharox_redis.manager_core import RETRY_BASE_SECONDS, ManagerCore
+from pharox_redis.executor import RAW
+from pharox_redis.flows import RETRY_BASE_SECONDS
+from pharox_redis.operations import acquire, leases
+from pharox_redis.operations.batch import Op
 from pharox_redis.scripts import sources
 from pharox_redis.server import RedisServer, free_port
 
@@ -693,7 +695,7 @@ def test_lost_replies_leave_one_lease_and_no_orphan(
     with RedisServer(tcp=True) as server, Relay("127.0.0.1", server.port) as relay:
         direct = connect(server.url, opened, prefix=LOST_PREFIX)
         for source in sources().values():  # the cut reply must be a script's, not NOSCRIPT
-            direct.client.script_load(source)
+            direct.client.script_load(source.text)
         pool = seed(direct, 1, max_concurrency=None)  # a second lease would count 2
         storage = (
             no_retry_storage(relay.url, opened)
@@ -838,8 +840,8 @@ def test_unreachable_redis_raises_storage_error_in_bounded_time(
         releaser = RedisProxyManager(connect(url, opened, socket_timeout=SOCKET_TIMEOUT))
         reader = connect(url, opened, socket_timeout=SOCKET_TIMEOUT)
         calls = {
-            "acquire": (lambda: acquirer.acquire_proxy("pool", "w", 60), acquirer._m.retries),
-            "release": (lambda: releaser.release_proxy(lease), releaser._m.retries),
+            "acquire": (lambda: acquirer.acquire_proxy("pool", "w", 60), acquirer.policy.retries),
+            "release": (lambda: releaser.release_proxy(lease), releaser.policy.retries),
             "stats": (lambda: reader.get_pool_stats("pool"), 0),
         }
         with ThreadPoolExecutor(len(calls)) as executor:
@@ -884,7 +886,7 @@ def test_retry_helpers_surface_an_outage_and_ride_out_a_short_one(
         manager = RedisProxyManager(storage)
         stock = ProxyManager(storage)
         server.stop()
-        refused = policy_bound(storage, manager._m.retries, redis.ConnectionError, 0.0) + SLACK
+        refused = policy_bound(storage, manager.policy.retries, redis.ConnectionError, 0.0) + SLACK
 
         def with_retrying(target: Any) -> None:
             with target.with_retrying_lease(pool.name, "w", 60, max_attempts=3):
@@ -995,7 +997,7 @@ def test_skewed_client_clocks_do_not_change_lease_expiry(opened: list[RedisStora
         held: dict[str, Lease] = {}
         for name, offset in (("ahead", SKEW), ("behind", -SKEW)):
             with skewed_clock(offset):
-                skew = leasing.now_utc() - datetime.now(timezone.utc)
+                skew = flows.now_utc() - datetime.now(timezone.utc)
                 assert abs(skew - offset) < timedelta(seconds=1), "the clock is not skewed"
                 assert (
                     abs(time.time() - offset.total_seconds() - _REAL_DATETIME.now().timestamp()) < 1
@@ -1052,7 +1054,7 @@ MEMORY_RETENTION = 1.0
 def drive_pipelined(storage: RedisStorage, ops: Sequence[Op[Any]]) -> list[Any]:
     """Run many core operations at once: each step of every op goes in one pipeline.
 
-    The ops are the ones the managers run (``leasing.acquire``, ``leasing.release``); only
+    The ops are the ones the managers run (``acquire.acquire``, ``leases.released``); only
     the transport differs, so 100,000 cycles take seconds instead of a minute.
     """
     results: list[Any] = [None] * len(ops)
@@ -1067,7 +1069,7 @@ def drive_pipelined(storage: RedisStorage, ops: Sequence[Op[Any]]) -> list[Any]:
         for _, _, batch in pending:
             assert not batch.atomic
             for call in batch.calls:
-                storage._send(pipe, call)
+                pipe.execute_command(*storage.executor.wire(call).args, **RAW)
         replies = pipe.execute()
         following = []
         at = 0
@@ -1093,20 +1095,19 @@ def test_memory_stays_flat_over_100k_cycles(opened: list[RedisStorage]) -> None:
     with RedisServer() as server:
         storage = connect(server.url, opened, lease_retention_seconds=MEMORY_RETENTION)
         pool = seed(storage, 8, max_concurrency=None)
-        keys = storage.core.keys.pool(pool.id)
+        keys = storage.context.keys.pool(pool.id)
         manager = RedisProxyManager(storage)
         warm = manager.acquire_proxy(pool.name, "w", 60)  # cache names, load scripts
         assert warm is not None
         manager.release_proxy(warm)
-        requests = ManagerCore(storage.core, 0)
 
         def cycles(n: int) -> set[str]:
-            asked = [requests.request(pool.name, "w", 60, None, None) for _ in range(n)]
-            acquired = drive_pipelined(storage, [leasing.acquire(storage.core, r) for r in asked])
-            leases = [a.leased.lease for a in acquired if a.leased is not None]
-            assert len(leases) == n
-            drive_pipelined(storage, [leasing.release(storage.core, x) for x in leases])
-            return {str(x.id) for x in leases}
+            asked = [flows.request(pool.name, "w", 60, None, None) for _ in range(n)]
+            ops = [acquire.acquire(storage.context, r) for r in asked]
+            held = [a.lease for a in drive_pipelined(storage, ops) if a.lease is not None]
+            assert len(held) == n
+            drive_pipelined(storage, [leases.released(storage.context, x) for x in held])
+            return {str(x.id) for x in held}
 
         def sample() -> tuple[int, int, int]:
             used = int(storage.client.info("memory")["used_memory"])

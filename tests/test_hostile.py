@@ -101,9 +101,9 @@ from pharox import (
 )
 
 from pharox_redis import KeySchema, LeaseLostError, RedisProxyManager, RedisStorage
-from pharox_redis.core import MAX_LEASE_SECONDS
 from pharox_redis.errors import RedisStorageError
 from pharox_redis.filters import MAX_FILTER_DEPTH, MAX_FILTER_NODES
+from pharox_redis.operations.validation import MAX_LEASE_SECONDS
 
 from .helpers import AsyncFacade, make_pool, make_proxy
 
@@ -121,7 +121,7 @@ def _contents(storage: RedisStorage) -> dict[bytes, Any]:
     """Every key of a storage's prefix with its type and full value."""
     client = storage.client
     out: dict[bytes, Any] = {}
-    for key in client.scan_iter(match=_glob(storage.core.keys.prefix), count=1000):
+    for key in client.scan_iter(match=_glob(storage.context.keys.prefix), count=1000):
         raw = key if isinstance(key, bytes) else key.encode()
         kind = client.type(key)
         kind = kind.decode() if isinstance(kind, bytes) else kind
@@ -281,8 +281,8 @@ def test_any_text_is_a_name_and_round_trips_exactly(make_storage: MakeStorage, n
 
     # The name never reaches a key: each key is a global or one of this pool's.
     keys = set(_contents(storage))
-    pk = storage.core.keys.pool(pool.id)
-    allowed = {k.encode() for k in (*storage.core.keys.globals, *pk)}
+    pk = storage.context.keys.pool(pool.id)
+    allowed = {k.encode() for k in (*storage.context.keys.globals, *pk)}
     allowed |= {pk.health(p.id).encode() for p in proxies}
     assert keys <= allowed
     assert {_tag(k) for k in keys} == {"global", f"p:{pool.id}"}

@@ -24,7 +24,7 @@ from pharox_redis import (
     RedisStorage,
     RedisStorageError,
 )
-from pharox_redis.manager_core import KeepAliveState
+from pharox_redis.keepalive import KeepAliveState
 from pharox_redis.server import RedisServer
 
 from .helpers import make_pool, make_proxy

@@ -70,7 +70,7 @@ def test_create_lease_rechecks_availability(storage: RedisStorage) -> None:
         storage.create_lease(inactive, "c", 60)
     assert storage.get_proxy(str(full.id)).current_leases == 2
     # The global index holds one hint per pool with leases, however many leases it has.
-    assert storage.client.zcard(storage.core.keys.globals.deadlines) == 1
+    assert storage.client.zcard(storage.context.keys.globals.deadlines) == 1
 
 
 def test_unlimited_concurrency(storage: RedisStorage) -> None:
@@ -149,7 +149,7 @@ def test_cleanup_costs_one_round_trip_when_nothing_expired(storage: RedisStorage
     assert [len(b.calls) for b in recorder.batches] == [1, 2, 1]
     assert all(stored_stats(storage, p) == recomputed_stats(storage, p) for p in pools)
     # Every pool still holds 60 s leases: each keeps one hint, none of them due now.
-    hints = storage.client.zrange(storage.core.keys.globals.deadlines, 0, -1, withscores=True)
+    hints = storage.client.zrange(storage.context.keys.globals.deadlines, 0, -1, withscores=True)
     assert {UUID(m.decode()) for m, _ in hints} == {p.id for p in pools}
     assert all(score > time.time() * 1e6 + 50e6 for _, score in hints)
 
@@ -163,7 +163,7 @@ def test_cleanup_reclaims_more_than_one_batch(storage: RedisStorage) -> None:
     time.sleep(0.15)
     assert storage.cleanup_expired_leases() == 300
     assert storage.get_proxy(str(proxy.id)).current_leases == 0
-    assert storage.client.zcard(storage.core.keys.globals.deadlines) == 0
+    assert storage.client.zcard(storage.context.keys.globals.deadlines) == 0
 
 
 def test_lease_history_is_bounded_by_the_retention(
@@ -176,7 +176,7 @@ def test_lease_history_is_bounded_by_the_retention(
     first = [storage.create_lease(proxy, "c", 60) for _ in range(60)]
     for lease in first:
         storage.release_lease(lease)
-    keys = storage.core.keys.pool(pool.id)
+    keys = storage.context.keys.pool(pool.id)
     assert storage.client.hlen(keys.leases) == 60
     time.sleep(0.25)
     for _ in range(4):  # each call purges up to 32 expired records
@@ -232,7 +232,7 @@ def test_counters_match_recomputation_after_random_operations(storage: RedisStor
             proxy.max_concurrency is None or proxy.current_leases < proxy.max_concurrency
         )
         assert (
-            storage.client.zscore(storage.core.keys.pool(pool.id).rr, str(proxy.id)) is not None
+            storage.client.zscore(storage.context.keys.pool(pool.id).rr, str(proxy.id)) is not None
         ) == free
 
 

@@ -50,10 +50,10 @@ from pharox_redis import (
     RedisProxyManager,
     RedisStorage,
     RedisStorageError,
-    leasing,
 )
-from pharox_redis.core import Batch, ScriptCall
-from pharox_redis.leasing import AcquireRequest
+from pharox_redis.operations import acquire
+from pharox_redis.operations.acquire import AcquireRequest
+from pharox_redis.operations.batch import Batch, Op, ScriptCall
 
 from .helpers import (
     BASE_TIME,
@@ -153,6 +153,13 @@ def recording_sleep(manager: Any, sleeps: list[float]) -> Any:
 
 def is_async(manager: Any) -> bool:
     return isinstance(manager, AsyncManager)
+
+
+def run_op(manager: Any, op: Op[Any]) -> Any:
+    """Run a sans-I/O operation on the manager's storage executor (sync or async)."""
+    if is_async(manager):
+        return manager.storage.drive(manager.storage.target.executor.run(op))
+    return manager.storage.executor.run(op)
 
 
 # ---------------------------------------------------------------------- acquire
@@ -800,20 +807,21 @@ def test_an_acquire_sent_twice_makes_one_lease(manager: Any) -> None:
             selector=SelectorStrategy.FIRST_AVAILABLE,
             lease_id=uuid4(),
         )
-        first = storage.run(leasing.acquire(storage.core, request))
-        second = storage.run(leasing.acquire(storage.core, request))
-        assert first.leased is not None and second.leased is not None
-        assert first.leased.lease.id == second.leased.lease.id == request.lease_id
-        assert second.leased.lease == first.leased.lease
-        assert second.leased.proxy.id == first.leased.proxy.id
-        proxy = next(p for p in proxies if p.id == first.leased.proxy.id)
+        first = run_op(manager, acquire.acquire(storage.context, request))
+        second = run_op(manager, acquire.acquire(storage.context, request))
+        assert first.lease is not None and second.lease is not None
+        assert first.proxy is not None and second.proxy is not None
+        assert first.lease.id == second.lease.id == request.lease_id
+        assert second.lease == first.lease
+        assert second.proxy.id == first.proxy.id
+        proxy = next(p for p in proxies if p.id == first.proxy.id)
         assert count(manager, proxy) == 1
         assert stored_stats(storage, pool)["total_leases"] == 1
         assert second.stats(pool.name).total_leases == 1
-        manager.release_proxy(first.leased)
+        manager.release_proxy(first.lease)
         # once released, a late retry holds nothing and takes nothing
-        late = storage.run(leasing.acquire(storage.core, request))
-        assert late.leased is None
+        late = run_op(manager, acquire.acquire(storage.context, request))
+        assert late.lease is None
         assert count(manager, proxy) == 0
     assert len(storage.list_leases()) == 2
 
@@ -934,7 +942,7 @@ def _lose_replies(manager: Any, script: str, times: int) -> list[str]:
     """Make the storage lose the reply to the first ``times`` batches running ``script``
     (the batch is executed, then a connection error is raised, as when a link drops)."""
     storage = manager.target.storage if is_async(manager) else manager.storage
-    original = storage._execute
+    original = storage.executor.execute
     lost: list[str] = []
 
     def runs_script(batch: Batch) -> bool:
@@ -952,7 +960,7 @@ def _lose_replies(manager: Any, script: str, times: int) -> list[str]:
             lose(batch)
             return replies
 
-        storage._execute = execute_async
+        storage.executor.execute = execute_async
     else:
 
         def execute(batch: Batch) -> list[Any]:
@@ -960,7 +968,7 @@ def _lose_replies(manager: Any, script: str, times: int) -> list[str]:
             lose(batch)
             return replies
 
-        storage._execute = execute
+        storage.executor.execute = execute
     return lost
 
 

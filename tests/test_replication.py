@@ -47,7 +47,7 @@ def test_every_lease_is_on_the_replica_when_acquire_returns(
     manager.acquire_proxy("replicated", duration_seconds=60)  # resolve pool and consumer
     recorder = Recorder(storage)
     on_replica = redis.Redis.from_url(replica.url)
-    leases_key = storage.core.keys.pool(pool.id).leases
+    leases_key = storage.context.keys.pool(pool.id).leases
     for _ in range(3):
         recorder.reset()
         lease = manager.acquire_proxy("replicated", duration_seconds=60)

@@ -32,11 +32,11 @@ from pharox_redis import (
     RedisStorage,
     RedisStorageError,
 )
-from pharox_redis.core import Batch
+from pharox_redis.operations.batch import Batch
 from pharox_redis.scripts import sources
 from pharox_redis.server import RedisServer
 
-from .helpers import AsyncRecorder, Recorder, make_pool, make_proxy
+from .helpers import Recorder, make_pool, make_proxy
 from .relay import Relay
 
 pytestmark = pytest.mark.real_redis
@@ -79,7 +79,7 @@ def direct(server: RedisServer) -> Iterator[RedisStorage]:
     # Load the scripts now: the reply the relay drops must be one of a command that ran,
     # never a NOSCRIPT answer.
     for source in sources().values():
-        storage.client.script_load(source)
+        storage.client.script_load(source.text)
     yield storage
     storage.client.close()
 
@@ -102,7 +102,7 @@ def closing() -> Iterator[list[Any]]:
 
 
 def view(direct: RedisStorage, seeded: Seeded) -> View:
-    keys = direct.core.keys.pool(seeded.pool.id)
+    keys = direct.context.keys.pool(seeded.pool.id)
     raw_count = direct.client.hget(keys.counts, str(seeded.proxy.id))
     assert raw_count is None or int(raw_count) > 0  # absent at 0, never negative
     stats = direct.get_pool_stats(seeded.pool.name)
@@ -293,7 +293,7 @@ async def _async_lost_acquire(
             if retries is None
             else AsyncRedisProxyManager(storage, retries=retries)
         )
-        recorder = AsyncRecorder(storage)
+        recorder = Recorder(storage)
         relay.cut_next_reply()
         leased = await manager.acquire(seeded.pool.name, "w", 60)
         return leased, recorder.batches

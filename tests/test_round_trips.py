@@ -29,7 +29,6 @@ Counts observed (redis-server 7.0, redis-py 8):
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 import uuid
@@ -52,11 +51,8 @@ from pharox import (
     SelectorStrategy,
 )
 
-import pharox_redis.async_manager
-import pharox_redis.core
-import pharox_redis.leasing
-import pharox_redis.manager
-import pharox_redis.manager_core
+import pharox_redis.codec
+import pharox_redis.flows
 from pharox_redis import (
     AsyncRedisProxyManager,
     AsyncRedisStorage,
@@ -64,12 +60,11 @@ from pharox_redis import (
     RedisProxyManager,
     RedisStorage,
 )
-from pharox_redis.core import Batch
-from pharox_redis.manager_core import ManagerCore
+from pharox_redis.operations.batch import Batch
 from pharox_redis.scripts import lua_dir, sources
 from pharox_redis.server import RedisServer
 
-from .helpers import AsyncRecorder, Recorder, make_pool, make_proxy
+from .helpers import Recorder, make_pool, make_proxy
 
 pytestmark = pytest.mark.real_redis
 
@@ -86,7 +81,7 @@ STATS_FIELDS = (
 
 
 # EVALSHA's first argument -> script name (the SHA1 of the source, the same for every storage).
-SHAS = {hashlib.sha1(src.encode()).hexdigest(): name for name, src in sources().items()}
+SHAS = {source.sha: name for name, source in sources().items()}
 # Every command any script may run (all calls in lua/ are literal redis.call('NAME', ...)).
 SCRIPT_VOCABULARY = {
     name.lower()
@@ -128,7 +123,7 @@ class Meter:
     def load_scripts(self) -> None:
         """Load every script, so no measurement depends on which test ran first."""
         for source in sources().values():
-            self.stats_client.script_load(source)
+            self.stats_client.script_load(source.text)
 
     def close(self) -> None:
         self.stats_client.close()
@@ -475,7 +470,7 @@ def test_async_manager_acquire_and_release_are_one_round_trip(
         manager = AsyncRedisProxyManager(astorage)
         run = loop.run_until_complete
         assert run(manager.acquire_proxy(pool.name, "w", 60)) is not None  # warm-up
-        recorder = AsyncRecorder(astorage)
+        recorder = Recorder(astorage)
         for selector in SelectorStrategy:
             recorder.batches.clear()
             with meter.measure() as seen:
@@ -530,14 +525,11 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 
 @pytest.fixture
 def nothing_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ManagerCore, "acquire_payload", _boom)
-    monkeypatch.setattr(ManagerCore, "release_payload", _boom)
-    # stats_snapshot is imported by name into leasing and manager_core: replace every copy.
-    for module in (pharox_redis.core, pharox_redis.leasing, pharox_redis.manager_core):
-        monkeypatch.setattr(module, "stats_snapshot", _boom)
+    monkeypatch.setattr(pharox_redis.flows, "acquire_payload", _boom)
+    monkeypatch.setattr(pharox_redis.flows, "release_payload", _boom)
+    monkeypatch.setattr(pharox_redis.codec, "stats_snapshot", _boom)
     # Not even the start time of an acquire is taken.
-    monkeypatch.setattr(pharox_redis.manager, "now_utc", _boom)
-    monkeypatch.setattr(pharox_redis.async_manager, "now_utc", _boom)
+    monkeypatch.setattr(pharox_redis.flows, "now_utc", _boom)
 
 
 @pytest.mark.usefixtures("nothing_built")
@@ -553,7 +545,7 @@ def test_without_callbacks_no_payload_is_built(server: RedisServer, storage: Red
     assert leased.lease.released_at is not None and len(recorder.batches) == 1
 
     async def main() -> None:
-        astorage = AsyncRedisStorage.from_url(server.url, prefix=storage.core.keys.prefix)
+        astorage = AsyncRedisStorage.from_url(server.url, prefix=storage.context.keys.prefix)
         try:
             amanager = AsyncRedisProxyManager(astorage)
             aleased = await amanager.acquire(pool.name, "w", 60)
@@ -585,7 +577,7 @@ def test_acquire_resends_with_schedule_when_cleanup_dropped_the_pool(
     assert short is not None
     time.sleep(0.1)
     assert storage.cleanup_expired_leases() == 1
-    index = storage.core.keys.globals.deadlines
+    index = storage.context.keys.globals.deadlines
     assert storage.client.zscore(index, str(pool.id)) is None
 
     recorder = Recorder(storage)

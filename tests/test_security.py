@@ -95,7 +95,7 @@ def lua_commands() -> set[str]:
 
 def plain_commands() -> set[str]:
     """Return every plain command the library sends (``Command(("NAME", ...))``)."""
-    source = "\n".join(path.read_text() for path in sorted((ROOT / "pharox_redis").glob("*.py")))
+    source = "\n".join(path.read_text() for path in sorted((ROOT / "pharox_redis").rglob("*.py")))
     return {name.lower() for name in re.findall(r'Command\(\(\s*"(\w+)"', source)}
 
 

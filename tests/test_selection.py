@@ -21,8 +21,8 @@ from pharox import (
 )
 
 from pharox_redis import RedisStorage
-from pharox_redis.core import MAX_UNDECIDED, SCAN_BUDGET
 from pharox_redis.filters import MAX_FILTER_DEPTH, MAX_FILTER_NODES
+from pharox_redis.operations.selection import MAX_UNDECIDED, SCAN_BUDGET
 
 from .helpers import BASE_TIME, Recorder, make_pool, make_proxy
 
@@ -128,7 +128,7 @@ def test_round_robin_cycles_in_id_order_from_a_stored_cursor(storage: RedisStora
     ]
     assert [p.id for p in got if p] == (available * 3)[: len(got)]
     # The cursor lives in Redis: a second storage (another process) continues the cycle.
-    other = RedisStorage(storage.client, prefix=storage.core.keys.prefix)
+    other = RedisStorage(storage.client, prefix=storage.context.keys.prefix)
     nxt = other.find_available_proxy(pool.name, selector=SelectorStrategy.ROUND_ROBIN)
     assert nxt is not None and nxt.id == (available * 3)[len(got)]
 

@@ -22,8 +22,13 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from uuid import UUID
 
-from .codec import text
-from .core import CLAIM_GRACE_US, Batch, Command, Op, ScriptCall, StorageCore, _check_name, one
+from .. import replies
+from ..codec import text
+from .batch import Batch, Command, Op, ScriptCall, one
+from .cleanup import CLAIM_GRACE_US
+from .context import Context
+from .pools import drop_pool_keys
+from .validation import check_text
 
 _REPAIR_PASSES = 3
 AUDIT_STEPS = ("leases", "history", "counts", "proxies", "records", "sets", "counters")
@@ -96,7 +101,7 @@ class AuditReport:
         return not self.drift
 
 
-def audit(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
+def audit(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
     """Audit one pool (by name) or every pool; see the module docstring.
 
     A repair runs until an audit pass finds nothing more (at most three passes: fixing a
@@ -104,18 +109,18 @@ def audit(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[Audit
     lists the drift of every pass.
     """
     found: list[Drift] = []
-    report = yield from _audit_pass(core, pool_name, repair)
+    report = yield from _audit_pass(ctx, pool_name, repair)
     found += report.drift
     for _ in range(_REPAIR_PASSES - 1):
         if not repair or not report.drift:
             break
-        report = yield from _audit_pass(core, pool_name, repair)
+        report = yield from _audit_pass(ctx, pool_name, repair)
         found += report.drift
     return AuditReport(report.pools, report.proxies, report.active_leases, tuple(found), repair)
 
 
-def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
-    g = core.keys.globals
+def _audit_pass(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
+    g = ctx.keys.globals
     drift: list[Drift] = []
     ids, names, hints, claims, now = yield Batch(
         (
@@ -133,11 +138,11 @@ def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op
 
     if pool_name is None:
         targets = list(registry)
-        fixes = _registry_drift(core, registry, by_name, drift)
-        for uid in (yield from _stored_pool_ids(core)) - set(registry):
+        fixes = _registry_drift(ctx, registry, by_name, drift)
+        for uid in (yield from _stored_pool_ids(ctx)) - set(registry):
             drift.append(Drift(str(uid), "unregistered-pool", str(uid), "keys", ""))
             if repair:
-                yield from core.drop_pool_keys(uid)  # finish an interrupted delete_pool
+                yield from drop_pool_keys(ctx, uid)  # finish an interrupted delete_pool
         for pool in set(hint) - {str(uid) for uid in registry}:
             drift.append(Drift(pool, "schedule", pool, str(int(hint[pool])), ""))
             fixes.append(Command(("ZREM", g.deadlines, pool)))
@@ -145,7 +150,7 @@ def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op
             drift.append(Drift(pool, "schedule", pool, "cleanup claim", ""))
             fixes.append(Command(("HDEL", g.claims, pool)))
     else:
-        name = _check_name(pool_name, "pool_name")
+        name = check_text(pool_name, "pool_name")
         uid_text = by_name.get(name)
         if uid_text is None:
             return AuditReport(0, 0, 0, ())
@@ -157,65 +162,65 @@ def _audit_pass(core: StorageCore, pool_name: Optional[str], repair: bool) -> Op
     proxies = active = 0
     for uid in targets:
         pool = registry.get(uid, str(uid))
-        audited = yield from _audit_pool(core, uid, pool, repair, drift)
+        audited = yield from _audit_pool(ctx, uid, pool, repair, drift)
         if audited is None:
             # save_pool registers first, then writes the pool: finish the second step.
             drift.append(Drift(pool, "registry", str(uid), "", "pool keys"))
             if repair:
-                yield one(Command(("HSET", core.keys.pool(uid).meta, "name", pool)))
+                yield one(Command(("HSET", ctx.keys.pool(uid).meta, "name", pool)))
             continue
         count, leases, earliest = audited
         proxies += count
         active += leases
         if earliest is not None:
-            yield from _check_schedule(core, uid, pool, earliest, hint, now_us, repair, drift)
+            yield from _check_schedule(ctx, uid, pool, earliest, hint, now_us, repair, drift)
     return AuditReport(len(targets), proxies, active, tuple(drift))
 
 
 def _audit_pool(
-    core: StorageCore, uid: UUID, pool: str, repair: bool, drift: list[Drift]
+    ctx: Context, uid: UUID, pool: str, repair: bool, drift: list[Drift]
 ) -> Op[Optional[tuple[int, int, Optional[int]]]]:
     """Run every step of ``lua/audit.lua`` over a pool, page by page.
 
     Returns (proxies, active leases, earliest deadline or ``sched``), or None when the pool
     has no keys.
     """
-    keys = core.keys.pool(uid)
+    keys = ctx.keys.pool(uid)
     mode = "repair" if repair else "check"
     proxies = active = 0
     earliest: Optional[int] = None
     for step in AUDIT_STEPS:
         cursor: Any = "0"
         while True:
-            (reply,) = yield one(
-                ScriptCall("audit", keys, (step, mode, pool, core.retention_us, cursor, AUDIT_PAGE))
-            )
-            if text(reply[0]) == "nopool":
+            args = (step, mode, pool, ctx.retention_us, cursor, AUDIT_PAGE)
+            (raw,) = yield one(ScriptCall("audit", keys, args))
+            reply = replies.audit_reply(raw)
+            if reply.code == "nopool":
                 return None
-            flat = [text(v) for v in reply[5:]]
-            drift += [Drift(pool, *flat[i : i + 4]) for i in range(0, len(flat), 4)]
+            drift += [Drift(pool, *found) for found in reply.drift]
+            a, b, c = reply.figures
             if step == "counts":
-                active, earliest = int(reply[3]), int(text(reply[4])) if reply[4] else None
-                if reply[2]:  # the pool's 'sched': later leases skip schedule.lua
-                    sched = int(float(text(reply[2])))
+                active, earliest = int(b), int(text(c)) if c else None
+                if a:  # the pool's 'sched': later leases skip schedule.lua
+                    sched = int(float(text(a)))
                     earliest = sched if earliest is None else min(earliest, sched)
             elif step == "counters":
-                proxies = int(reply[2])
-            cursor = text(reply[1])
+                proxies = int(a)
+            cursor = reply.cursor
             if cursor == "0":
                 break
     return proxies, active, earliest
 
 
 def _registry_drift(
-    core: StorageCore, registry: dict[UUID, str], by_name: dict[str, str], drift: list[Drift]
+    ctx: Context, registry: dict[UUID, str], by_name: dict[str, str], drift: list[Drift]
 ) -> list[Any]:
     """Check that the name -> id hash mirrors the id -> name hash; return the fixes.
 
     ``register_pool.lua`` and ``unregister_pool.lua`` write both in one step, so this only
     finds hand edits; the id -> name hash is the truth.
     """
-    pool_names = core.keys.globals.pool_names
+    pool_names = ctx.keys.globals.pool_names
     wanted = {name: str(uid) for uid, name in registry.items()}
     fixes: list[Any] = []
     for name in sorted(wanted.keys() | by_name.keys()):
@@ -228,9 +233,9 @@ def _registry_drift(
     return fixes
 
 
-def _stored_pool_ids(core: StorageCore) -> Op[set[UUID]]:
+def _stored_pool_ids(ctx: Context) -> Op[set[UUID]]:
     """Return the id of every pool that has keys, registered or not (SCAN)."""
-    prefix = core.keys.prefix
+    prefix = ctx.keys.prefix
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{p:*"
     tag = re.compile(re.escape(prefix) + r":\{p:([0-9a-f-]{36})\}:")
     found: set[UUID] = set()
@@ -246,7 +251,7 @@ def _stored_pool_ids(core: StorageCore) -> Op[set[UUID]]:
 
 
 def _check_schedule(
-    core: StorageCore,
+    ctx: Context,
     uid: UUID,
     pool: str,
     earliest: int,
@@ -275,4 +280,4 @@ def _check_schedule(
         )
     )
     if repair:
-        yield one(Command(("ZADD", core.keys.globals.deadlines, "LT", earliest, str(uid))))
+        yield one(Command(("ZADD", ctx.keys.globals.deadlines, "LT", earliest, str(uid))))

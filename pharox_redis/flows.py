@@ -1,0 +1,284 @@
+"""What both managers do, written once as generators of steps.
+
+A flow yields :class:`Run` (run a storage operation), :class:`Sleep` and :class:`Notify`
+(call the acquire or release callbacks) and is sent each step's result, or has its error
+thrown in. ``manager.py`` performs the steps with a sync storage, threads and ``time.sleep``;
+``async_manager.py`` awaits them: the two differ only in how a step is performed. Retries,
+callback payloads, lease ids and what leaving a ``with`` block means are all here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Generator, Iterator, Optional, Sequence, TypeVar, Union
+from uuid import uuid4
+
+import redis
+from pharox import (
+    AcquireEventPayload,
+    InvalidLeaseError,
+    Lease,
+    ProxyFilters,
+    ReleaseEventPayload,
+    RetryConfig,
+    SelectorStrategy,
+)
+
+from . import codec
+from .errors import RedisStorageError
+from .leased_proxy import LeasedProxy
+from .operations import acquire as acquiring
+from .operations import leases
+from .operations.acquire import Acquired, AcquireRequest
+from .operations.batch import Op
+from .operations.context import Context
+from .operations.leases import Released
+
+T = TypeVar("T")
+DEFAULT_CONSUMER_NAME = "default"
+RETRY_BASE_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Run a storage operation; the flow is sent its result (or its error is thrown in)."""
+
+    op: Op[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds``, with the caller's ``sleep`` function when one was given."""
+
+    seconds: float
+    sleep: Optional[Callable[[float], Any]] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Call each callback with the payload (awaiting those that return an awaitable)."""
+
+    callbacks: Sequence[Callable[[Any], Any]]
+    payload: Union[AcquireEventPayload, ReleaseEventPayload]
+
+
+Step = Union[Run, Sleep, Notify]
+Flow = Generator[Step, Any, T]
+
+
+def now_utc() -> datetime:
+    """Return the current time in UTC (event timestamps, as pharox's manager takes them)."""
+    return datetime.now(timezone.utc)
+
+
+class Policy:
+    """What a manager was configured with: the storage's context, retries and callbacks.
+
+    Parameters
+    ----------
+    context:
+        The storage's context (key schema, settings, caches).
+    retries:
+        How many times an operation whose reply was lost (connection error or timeout) is
+        sent again. Safe: a re-sent acquire carries the same lease id and gets the same
+        lease back, and release is idempotent.
+    on_acquire, on_release:
+        The manager's callback lists (registered later are seen too). With none
+        registered, no payload is built and no start time taken.
+
+    """
+
+    def __init__(
+        self,
+        context: Context,
+        retries: int,
+        on_acquire: Sequence[Callable[[Any], Any]],
+        on_release: Sequence[Callable[[Any], Any]],
+    ) -> None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError("retries must be an int >= 0")
+        self.context = context
+        self.retries = retries
+        self.on_acquire = on_acquire
+        self.on_release = on_release
+
+    def retry_delay(self, exc: RedisStorageError, attempt: int) -> Optional[float]:
+        """Return seconds to wait before sending attempt ``attempt + 1``, or None to give up.
+
+        Only a lost reply is retried: a connection error or timeout, never a refusal.
+        """
+        transient = isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError))
+        if not transient or attempt >= self.retries:
+            return None
+        return float(RETRY_BASE_SECONDS * 2**attempt)
+
+
+def request(
+    pool_name: str,
+    consumer_name: Optional[str],
+    duration_seconds: float,
+    filters: Optional[ProxyFilters],
+    selector: Optional[SelectorStrategy],
+) -> AcquireRequest:
+    """Return the acquire request for these arguments, with a fresh lease id."""
+    if not isinstance(duration_seconds, (int, float)) or not duration_seconds > 0:
+        raise InvalidLeaseError("duration_seconds must be greater than zero.")
+    return AcquireRequest(
+        pool_name=pool_name,
+        consumer_name=consumer_name or DEFAULT_CONSUMER_NAME,
+        duration_seconds=duration_seconds,
+        filters=filters,
+        selector=SelectorStrategy(selector or SelectorStrategy.FIRST_AVAILABLE),
+        lease_id=uuid4(),
+    )
+
+
+def retried(policy: Policy, make_op: Callable[[], Op[T]]) -> Flow[T]:
+    """Run an operation, sending it again (a fresh run) while its reply is lost."""
+    attempt = 0
+    while True:
+        try:
+            result: T = yield Run(make_op())
+            return result
+        except RedisStorageError as exc:
+            delay = policy.retry_delay(exc, attempt)
+            if delay is None:
+                raise
+            yield Sleep(delay)
+            attempt += 1
+
+
+def acquire(policy: Policy, asked: AcquireRequest) -> Flow[Optional[LeasedProxy]]:
+    """Lease a proxy (one round trip) and notify the acquire callbacks.
+
+    A :class:`~pharox_redis.errors.RedisStorageError` carries the request's ``lease_id``.
+    """
+    started_at = now_utc() if policy.on_acquire else None
+    try:
+        acquired: Acquired = yield from retried(
+            policy, lambda: acquiring.acquire(policy.context, asked)
+        )
+    except RedisStorageError as exc:
+        exc.lease_id = asked.lease_id
+        raise
+    if started_at is not None:
+        yield Notify(policy.on_acquire, acquire_payload(asked, acquired, started_at))
+    if acquired.lease is None or acquired.proxy is None:
+        return None
+    return LeasedProxy(acquired.lease, acquired.proxy)
+
+
+def acquire_with_retry(
+    policy: Policy,
+    make_request: Callable[[], AcquireRequest],
+    config: RetryConfig,
+    sleep: Optional[Callable[[float], Any]],
+) -> Flow[Optional[LeasedProxy]]:
+    """Acquire, trying again with pharox's backoff while no proxy is available."""
+    delays = retry_delays(config)
+    while True:
+        leased = yield from acquire(policy, make_request())
+        wait = next(delays, None)
+        if leased is not None or wait is None:
+            return leased
+        if wait > 0:
+            yield Sleep(wait, sleep)
+
+
+def release(policy: Policy, lease: Union[Lease, LeasedProxy]) -> Flow[None]:
+    """Release a lease (idempotent), stamp it released, and notify the release callbacks."""
+    held = unwrap_lease(lease)
+    done: Released = yield from retried(policy, lambda: leases.released(policy.context, held))
+    held.released_at = held.released_at or done.released_at or now_utc()
+    if policy.on_release:
+        yield Notify(policy.on_release, release_payload(held, done))
+
+
+def renew(policy: Policy, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Flow[Lease]:
+    """Extend an active lease; :class:`~pharox_redis.errors.LeaseLostError` when it is lost."""
+    held = unwrap_lease(lease)
+    renewed: Lease = yield from retried(
+        policy, lambda: leases.renew(policy.context, held, duration_seconds)
+    )
+    return renewed
+
+
+def leave(policy: Policy, leased: LeasedProxy) -> Flow[None]:
+    """Release the lease a ``with`` block held as it is left.
+
+    A lease already known to be lost needs no release: a failed release is then not
+    reported, and the block's exit reports the loss instead.
+    """
+    try:
+        yield from release(policy, leased.lease)
+    except RedisStorageError:
+        if not leased.lost:
+            raise
+
+
+def acquire_payload(
+    asked: AcquireRequest, acquired: Acquired, started_at: datetime
+) -> AcquireEventPayload:
+    """Build the payload pharox's acquire callbacks receive."""
+    completed_at = now_utc()
+    return AcquireEventPayload.model_construct(
+        lease=acquired.lease,
+        pool_name=asked.pool_name,
+        consumer_name=asked.consumer_name,
+        filters=asked.filters,
+        selector=asked.selector,
+        started_at=started_at,
+        completed_at=completed_at,
+        duration_ms=max(0, int((completed_at - started_at).total_seconds() * 1000)),
+        pool_stats=acquired.stats(asked.pool_name),
+    )
+
+
+def release_payload(lease: Lease, released: Released) -> ReleaseEventPayload:
+    """Build the payload pharox's release callbacks receive."""
+    released_at = lease.released_at or now_utc()
+    stats = None
+    if released.counters is not None and lease.pool_name:
+        stats = codec.stats_snapshot(lease.pool_name, released.counters)
+    return ReleaseEventPayload.model_construct(
+        lease=lease,
+        pool_name=lease.pool_name,
+        released_at=released_at,
+        lease_duration_ms=max(0, int((released_at - lease.acquired_at).total_seconds() * 1000)),
+        pool_stats=stats,
+    )
+
+
+def retry_delays(config: RetryConfig) -> Iterator[float]:
+    """Yield the waits between acquire attempts, exactly as pharox's manager spaces them."""
+    delay = config.backoff_seconds
+    for _ in range(config.max_attempts - 1):
+        wait = delay
+        if config.max_backoff_seconds is not None:
+            wait = min(wait, config.max_backoff_seconds)
+        yield wait
+        delay *= config.backoff_multiplier
+        if config.max_backoff_seconds is not None:
+            delay = min(delay, config.max_backoff_seconds)
+
+
+def retry_config(
+    config: Optional[RetryConfig],
+    max_attempts: int,
+    backoff_seconds: float,
+    backoff_multiplier: float,
+    max_backoff_seconds: Optional[float],
+) -> RetryConfig:
+    """Return ``config``, or one built from pharox's individual retry parameters."""
+    return config or RetryConfig(
+        max_attempts=max_attempts,
+        backoff_seconds=backoff_seconds,
+        backoff_multiplier=backoff_multiplier,
+        max_backoff_seconds=max_backoff_seconds,
+    )
+
+
+def unwrap_lease(lease: Any) -> Lease:
+    """Return the pharox Lease of a Lease or a LeasedProxy."""
+    return lease.lease if isinstance(lease, LeasedProxy) else lease

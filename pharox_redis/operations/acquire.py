@@ -1,0 +1,168 @@
+"""The acquire behind both managers: find and lease in one round trip.
+
+``lua/acquire.lua`` reclaims the pool's expired leases, walks the selector order, leases the
+first match and returns the lease, the proxy and the pool counters, pipelined with
+``lua/schedule.lua`` when the pool's cleanup entry may not cover the lease. Filters with
+Python predicates take more: candidates come back in selector order, Python tests them, and
+``lua/lease.lua`` leases the chosen ones only if they are still available.
+
+The lease id is chosen before anything is sent, so an acquire re-run after a lost reply
+returns the lease the first run made instead of a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Optional, Union
+from uuid import UUID
+
+from pharox import Lease, LeaseStatus, PoolStatsSnapshot, Proxy, ProxyFilters, SelectorStrategy
+
+from .. import codec, replies
+from ..filters import compile_filters
+from ..replies import Counters
+from .batch import STALE, Op, ScriptCall, Stale, one
+from .context import Context
+from .leases import lease_batch, lease_proxy, replicated, unschedule
+from .proxies import read_proxy
+from .resolve import ensure_consumer, in_named_pool
+from .selection import MAX_UNDECIDED, SCAN_BUDGET, matching
+from .validation import check_text, lease_duration_us
+
+ACQUIRE_RECLAIM = 16  # expired leases of its pool one acquire reclaims on the way
+LEASE_CANDIDATES = 8  # predicate-approved proxies one compare-and-lease call may try
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireRequest:
+    """What one acquire asks for; ``lease_id`` is fixed before the first attempt."""
+
+    pool_name: str
+    consumer_name: str
+    duration_seconds: float
+    filters: Optional[ProxyFilters]
+    selector: SelectorStrategy
+    lease_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    """The outcome of an acquire: the lease and its proxy (or None), and the pool counters."""
+
+    lease: Optional[Lease]
+    proxy: Optional[Proxy]
+    counters: Optional[Counters]  # None when the pool does not exist
+
+    def stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
+        """Return the pool stats snapshot the reply carried."""
+        return None if self.counters is None else codec.stats_snapshot(pool_name, self.counters)
+
+
+def acquire(ctx: Context, request: AcquireRequest) -> Op[Acquired]:
+    """Lease a proxy from a pool by selector and filters; ``lease`` is None when none fits."""
+    duration_us = lease_duration_us(request.duration_seconds)
+    filter_json = compile_filters(request.filters).json
+    check_text(request.pool_name, "pool_name")
+    consumer_id = yield from ensure_consumer(ctx, request.consumer_name)
+
+    def attempt(pool_id: UUID) -> Op[Union[Acquired, Stale]]:
+        return _acquire_in(ctx, pool_id, request, filter_json, consumer_id, duration_us)
+
+    acquired = yield from in_named_pool(ctx, request.pool_name, attempt)
+    return acquired or Acquired(None, None, None)
+
+
+def _acquire_in(
+    ctx: Context,
+    pool_id: UUID,
+    request: AcquireRequest,
+    filter_json: bytes,
+    consumer_id: UUID,
+    duration_us: int,
+) -> Op[Union[Acquired, Stale]]:
+    pk = ctx.keys.pool(pool_id)
+    offset = 0
+    while True:
+        schedule = pool_id not in ctx.covered
+        args = (
+            request.pool_name,
+            request.selector.value,
+            filter_json,
+            offset,
+            SCAN_BUDGET,
+            MAX_UNDECIDED,
+            str(request.lease_id),
+            str(consumer_id),
+            duration_us,
+            ctx.retention_us,
+            ACQUIRE_RECLAIM,
+            "1" if schedule else "0",
+        )
+        raw = yield lease_batch(
+            ctx, ScriptCall("acquire", pk, args), pool_id, duration_us, schedule
+        )
+        reply = replies.acquire_reply(raw[0])
+        if reply.code in ("nopool", "stale"):
+            if reply.code == "nopool" and schedule:  # no lease was made: drop the hint
+                yield one(unschedule(ctx, pool_id))
+            return STALE
+        if reply.code == "schedule":  # the cleanup entry does not cover this lease
+            ctx.covered.discard(pool_id)
+            continue
+        if reply.covered:
+            ctx.covered.add(pool_id)
+        else:
+            ctx.covered.discard(pool_id)
+        if reply.code in ("ok", "exists"):
+            yield from replicated(ctx, raw, pool_id, request.lease_id)
+            leased = reply.leased
+            if leased is None or not leased.state or not leased.record:
+                return Acquired(None, None, reply.counters)  # the proxy was deleted since
+            proxy = codec.decode_proxy(
+                leased.proxy_id, pool_id, leased.state, leased.count, leased.record
+            )
+            return _acquired(ctx, request, pool_id, reply.lease, proxy, reply.counters)
+        counters = reply.counters
+        pending = matching(reply.found, pool_id, request.filters)
+        while chosen := {str(p.id): p for p in islice(pending, LEASE_CANDIDATES)}:
+            taken = yield from lease_proxy(
+                ctx,
+                pool_id,
+                request.pool_name,
+                list(chosen),
+                request.lease_id,
+                consumer_id,
+                duration_us,
+                move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
+            )
+            if taken.code in ("nopool", "stale"):
+                return STALE
+            if taken.code in ("ok", "exists"):
+                held = codec.decode_lease(request.lease_id, taken.lease, pool_id, request.pool_name)
+                got = chosen.get(str(held.proxy_id))
+                if got is None:  # a re-sent request found an earlier attempt's lease
+                    got = yield from read_proxy(ctx, pool_id, held.proxy_id)
+                if got is None:
+                    return Acquired(None, None, taken.counters)
+                got.current_leases = taken.count
+                return _acquired(ctx, request, pool_id, taken.lease, got, taken.counters)
+            counters = taken.counters  # 'unavailable' or 'missing': others were faster
+        if reply.next_offset < 0:
+            return Acquired(None, None, counters)
+        offset = reply.next_offset
+
+
+def _acquired(
+    ctx: Context,
+    request: AcquireRequest,
+    pool_id: UUID,
+    raw: Any,
+    proxy: Proxy,
+    counters: Optional[Counters],
+) -> Acquired:
+    lease = codec.decode_lease(request.lease_id, raw, pool_id, request.pool_name)
+    if lease.status is not LeaseStatus.ACTIVE:
+        return Acquired(None, None, counters)  # a retry found the lease already over
+    ctx.remember(proxy.id, pool_id)
+    return Acquired(lease, proxy, counters)

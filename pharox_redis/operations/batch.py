@@ -1,0 +1,62 @@
+"""What one round trip is made of: calls, batches, and the operations that yield them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generator, Optional, Sequence, TypeVar, Union
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """Run one of the scripts in ``lua/`` with these KEYS and ARGV."""
+
+    name: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Run one plain Redis command.
+
+    Attributes
+    ----------
+    args:
+        The command and its arguments.
+    route:
+        For a command without keys (``WAIT``, ``TIME``), a key whose node it must reach: on a
+        single server it changes nothing; a cluster executor sends it to that key's node.
+
+    """
+
+    args: Sequence[Any]
+    route: Optional[str] = None
+
+
+Call = Union[ScriptCall, Command]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Calls sent in one round trip; ``atomic`` wraps them in MULTI/EXEC (one slot only)."""
+
+    calls: Sequence[Call]
+    atomic: bool = False
+
+
+Op = Generator[Batch, list[Any], T]
+"""A sans-I/O operation: yields batches, is sent their replies, returns its result."""
+
+
+def one(call: Call) -> Batch:
+    """Return a batch of a single call."""
+    return Batch((call,))
+
+
+class Stale:
+    """Marker: the pool behind a cached name or id changed; resolve it again."""
+
+
+STALE = Stale()

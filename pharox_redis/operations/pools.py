@@ -1,0 +1,118 @@
+"""Pools: save, read, list, delete, and their counters.
+
+A pool lives in two places: the global registry (id <-> name, under ``{global}``) and its own
+keys (under ``{p:<pool-uuid>}``), two different cluster slots. ``save_pool`` and
+``delete_pool`` write the registry first; the audit finishes either one if a crash cut it in
+two.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+from uuid import UUID
+
+from pharox import PoolNotFoundError, PoolStatsSnapshot, ProxyPool
+
+from .. import codec, replies
+from ..codec import text
+from .batch import STALE, Batch, Command, Op, ScriptCall, Stale, one
+from .context import Context
+from .resolve import in_named_pool, pool_list
+from .validation import check_text, parse_uuid
+
+STATS_FIELDS = ("name", "total", "active", "available", "leased", "leases")
+
+
+def save_pool(ctx: Context, pool: ProxyPool) -> Op[None]:
+    """Insert or update a pool; a rename keeps its proxies."""
+    if not isinstance(pool, ProxyPool):
+        raise ValueError(f"expected a pharox ProxyPool, got {type(pool).__name__}")
+    name = check_text(pool.name, "pool name")
+    if not isinstance(pool.id, UUID):
+        raise ValueError(f"pool id must be a UUID, got {pool.id!r}")
+    if pool.description is not None:
+        check_text(pool.description, "pool description")
+    g = ctx.keys.globals
+    (reply,) = yield one(
+        ScriptCall("register_pool", (g.pool_ids, g.pool_names), (str(pool.id), name))
+    )
+    owner = replies.register_reply(reply)
+    if owner is not None:
+        raise ValueError(f"pool name {name!r} is already used by pool {owner}")
+    meta = ctx.keys.pool(pool.id).meta
+    description: Command
+    if pool.description is None:
+        description = Command(("HDEL", meta, "description"))
+    else:
+        description = Command(("HSET", meta, "description", pool.description))
+    yield Batch((Command(("HSET", meta, "name", name)), description), atomic=True)
+    ctx.name_pool(name, pool.id)
+
+
+def get_pool(ctx: Context, pool_id: str) -> Op[ProxyPool]:
+    """Return a pool by id; PoolNotFoundError when missing or not a UUID."""
+    uid = parse_uuid(pool_id)
+    if uid is None:
+        raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+    (values,) = yield one(Command(("HMGET", ctx.keys.pool(uid).meta, "name", "description")))
+    if values[0] is None:
+        raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+    return codec.decode_pool(uid, values[0], values[1])
+
+
+def list_pools(ctx: Context) -> Op[list[ProxyPool]]:
+    """Return every pool."""
+    ids = list((yield from pool_list(ctx)))
+    if not ids:
+        return []
+    metas = yield Batch(
+        [Command(("HMGET", ctx.keys.pool(p).meta, "name", "description")) for p in ids]
+    )
+    return [
+        codec.decode_pool(p, v[0], v[1])
+        for p, v in zip(ids, metas, strict=True)
+        if v[0] is not None
+    ]
+
+
+def delete_pool(ctx: Context, pool_id: str) -> Op[None]:
+    """Delete a pool with its proxies, leases, health history and indexes."""
+    uid = parse_uuid(pool_id)
+    if uid is None:
+        raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+    g = ctx.keys.globals
+    (reply,) = yield one(
+        ScriptCall(
+            "unregister_pool", (g.pool_ids, g.pool_names, g.deadlines, g.claims), (str(uid),)
+        )
+    )
+    if not replies.unregister_reply(reply):
+        raise PoolNotFoundError(f"Pool {pool_id!r} not found.")
+    yield from drop_pool_keys(ctx, uid)
+
+
+def drop_pool_keys(ctx: Context, uid: UUID) -> Op[None]:
+    """Remove an unregistered pool's keys: meta first, so a crash leaves no live pool."""
+    pk = ctx.keys.pool(uid)
+    yield one(Command(("UNLINK", pk.meta)))
+    cursor = 0
+    while True:
+        ((cursor, fields),) = yield one(Command(("HSCAN", pk.state, cursor, "COUNT", 1000)))
+        if fields:
+            yield one(Command(("UNLINK", *(pk.health(text(f)) for f in fields))))
+        if int(cursor) == 0:
+            break
+    yield one(Command(("UNLINK", *pk)))
+    ctx.forget_pool(uid)
+
+
+def get_pool_stats(ctx: Context, pool_name: str) -> Op[Optional[PoolStatsSnapshot]]:
+    """Return the pool's counters, one round trip; None for an unknown pool."""
+
+    def read(uid: UUID) -> Op[Union[PoolStatsSnapshot, Stale]]:
+        (values,) = yield one(Command(("HMGET", ctx.keys.pool(uid).meta, *STATS_FIELDS)))
+        if values[0] is None or text(values[0]) != pool_name:
+            return STALE
+        return codec.stats_snapshot(pool_name, [int(v or 0) for v in values[1:]])
+
+    return (yield from in_named_pool(ctx, pool_name, read))

@@ -1,0 +1,275 @@
+"""The replies of the Lua scripts, parsed in one place.
+
+Every pool script answers ``{code, pool name, counters, fields...}`` (``lua/_pool.lua``): the
+pool's name (None when there is no such pool), the five pool counters (None when the script
+does not report them), then fields of its own. :func:`pool_reply` reads that head; one parser
+per script below names the fields, so no caller indexes a reply. Values stay as Redis sent
+them (bytes, or str with ``decode_responses``); ``codec.py`` turns records into pharox models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional, Sequence
+
+from .codec import text
+
+CANDIDATE_WIDTH = 5  # values per candidate a selector walk returns (see walk in _select.lua)
+
+
+class Counters(NamedTuple):
+    """The pool counters every lease-changing script keeps."""
+
+    total: int
+    active: int
+    available: int
+    leased: int
+    leases: int
+
+
+class Candidate(NamedTuple):
+    """A proxy a selector walk returned: decided (it matches) or left to a Python predicate."""
+
+    proxy_id: Any
+    decided: bool
+    state: Any
+    count: Any
+    record: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PoolReply:
+    """The head every pool script's reply starts with, and the fields after it."""
+
+    code: str
+    pool_name: Optional[str]
+    counters: Optional[Counters]
+    fields: Sequence[Any]
+
+
+def pool_reply(raw: Sequence[Any]) -> PoolReply:
+    """Split a pool script's reply into its head and its own fields."""
+    code, name, counters, *fields = raw
+    return PoolReply(
+        text(code),
+        None if name is None else text(name),
+        None if counters is None else Counters(*(int(v) for v in counters)),
+        fields,
+    )
+
+
+def candidates(flat: Sequence[Any]) -> list[Candidate]:
+    """Return the candidates of a selector walk (five values each)."""
+    return [
+        Candidate(flat[i], flat[i + 1] == 1, flat[i + 2], flat[i + 3], flat[i + 4])
+        for i in range(0, len(flat), CANDIDATE_WIDTH)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireReply:
+    """``acquire.lua``: a lease (``ok``/``exists``), candidates (``scan``), or a refusal.
+
+    Attributes
+    ----------
+    covered:
+        True when the pool's cleanup entry covers a later lease of the same duration.
+    lease:
+        The lease record (``ok``/``exists``).
+    leased:
+        The leased proxy as a candidate (``ok``/``exists``); its state and record are None
+        when the proxy was deleted since (a retry found an old lease).
+    next_offset:
+        Where a ``scan`` continues (-1 when the order is exhausted).
+    found:
+        The candidates of a ``scan``.
+
+    """
+
+    code: str
+    pool_name: Optional[str]
+    counters: Optional[Counters]
+    covered: bool = False
+    lease: Any = None
+    leased: Optional[Candidate] = None
+    next_offset: int = -1
+    found: Sequence[Candidate] = ()
+
+
+def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
+    """Parse a reply of ``acquire.lua``."""
+    head = pool_reply(raw)
+    f = head.fields
+    if head.code in ("ok", "exists"):
+        covered, lease, proxy_id, state, count, record = f
+        leased = Candidate(proxy_id, True, state, count, record)
+        return AcquireReply(head.code, head.pool_name, head.counters, covered == 1, lease, leased)
+    if head.code == "scan":
+        return AcquireReply(
+            head.code,
+            head.pool_name,
+            head.counters,
+            f[0] == 1,
+            next_offset=int(f[1]),
+            found=candidates(f[2:]),
+        )
+    return AcquireReply(head.code, head.pool_name, head.counters)
+
+
+@dataclass(frozen=True, slots=True)
+class FindReply:
+    """``find.lua``: where the walk stopped and the candidates it found."""
+
+    code: str
+    next_offset: int
+    found: Sequence[Candidate]
+
+
+def find_reply(raw: Sequence[Any]) -> FindReply:
+    """Parse a reply of ``find.lua``."""
+    head = pool_reply(raw)
+    if head.code != "ok":
+        return FindReply(head.code, -1, ())
+    return FindReply(head.code, int(head.fields[0]), candidates(head.fields[1:]))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    """``lease.lua``: the lease and the proxy's lease count (``ok``/``exists``)."""
+
+    code: str
+    pool_name: Optional[str]
+    counters: Optional[Counters]
+    lease: Any = None
+    count: int = 0
+
+
+def lease_reply(raw: Sequence[Any]) -> LeaseReply:
+    """Parse a reply of ``lease.lua``."""
+    head = pool_reply(raw)
+    if head.code in ("ok", "exists"):
+        lease, count = head.fields
+        return LeaseReply(head.code, head.pool_name, head.counters, lease, int(count))
+    return LeaseReply(head.code, head.pool_name, head.counters)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseReply:
+    """``release.lua``: the lease record after the call (None when there is none)."""
+
+    code: str
+    pool_name: Optional[str]
+    counters: Optional[Counters]
+    lease: Any = None
+
+
+def release_reply(raw: Sequence[Any]) -> ReleaseReply:
+    """Parse a reply of ``release.lua``."""
+    head = pool_reply(raw)
+    lease = head.fields[0] if head.fields else None
+    return ReleaseReply(head.code, head.pool_name, head.counters, lease)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewReply:
+    """``renew.lua``: the lease record after the call (``ok``/``lost``)."""
+
+    code: str
+    lease: Any = None
+
+
+def renew_reply(raw: Sequence[Any]) -> RenewReply:
+    """Parse a reply of ``renew.lua``."""
+    head = pool_reply(raw)
+    return RenewReply(head.code, head.fields[0] if head.fields else None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimReply:
+    """``reclaim.lua``: leases reclaimed, whether more are due, the next deadline ('')."""
+
+    code: str
+    reclaimed: int = 0
+    more: bool = False
+    next_deadline: Any = ""
+
+
+def reclaim_reply(raw: Sequence[Any]) -> ReclaimReply:
+    """Parse a reply of ``reclaim.lua``."""
+    head = pool_reply(raw)
+    if head.code != "ok":
+        return ReclaimReply(head.code)
+    reclaimed, more, next_deadline = head.fields
+    return ReclaimReply(head.code, int(reclaimed), more == 1, next_deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyReply:
+    """``health.lua``: the proxy after the call (``ok``): state, lease count and record."""
+
+    code: str
+    state: Any = None
+    count: Any = None
+    record: Any = None
+
+
+def proxy_reply(raw: Sequence[Any]) -> ProxyReply:
+    """Parse a reply of ``health.lua``."""
+    head = pool_reply(raw)
+    if head.code != "ok":
+        return ProxyReply(head.code)
+    state, count, record = head.fields
+    return ProxyReply(head.code, state, count, record)
+
+
+def code_of(raw: Sequence[Any]) -> str:
+    """Return the code of a pool script that answers nothing else that is read.
+
+    ``save_proxies.lua`` and ``delete_proxy.lua``.
+    """
+    return pool_reply(raw).code
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReply:
+    """``audit.lua``: one step's next cursor, its three figures and the drift it found.
+
+    The figures: for ``counts`` the pool's ``sched`` field, its active leases and earliest
+    deadline ('' for none); for ``counters`` the number of proxies; otherwise items examined.
+    """
+
+    code: str
+    cursor: str = "0"
+    figures: tuple[Any, Any, Any] = (0, 0, "")
+    drift: Sequence[tuple[str, str, str, str]] = ()
+
+
+def audit_reply(raw: Sequence[Any]) -> AuditReply:
+    """Parse a reply of ``audit.lua``."""
+    head = pool_reply(raw)
+    if head.code != "ok":
+        return AuditReply(head.code)
+    cursor, a, b, c, *flat = head.fields
+    values = [text(v) for v in flat]
+    drift = [
+        (values[i], values[i + 1], values[i + 2], values[i + 3]) for i in range(0, len(values), 4)
+    ]
+    return AuditReply(head.code, text(cursor), (a, b, c), drift)
+
+
+# ---------------------------------------------------------------------- global scripts
+
+
+def register_reply(raw: Sequence[Any]) -> Optional[str]:
+    """Parse ``register_pool.lua``: None when registered, else the id holding the name."""
+    return None if text(raw[0]) == "ok" else text(raw[1])
+
+
+def unregister_reply(raw: Sequence[Any]) -> bool:
+    """Parse ``unregister_pool.lua``: True when the pool was registered."""
+    return text(raw[0]) == "ok"
+
+
+def due_reply(raw: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Parse ``due.lua``: the (pool id, claim) pairs handed out to the caller."""
+    return [(text(raw[i]), raw[i + 1]) for i in range(0, len(raw), 2)]
