@@ -88,9 +88,9 @@ from pharox_redis.operations.batch import Op
 from pharox_redis.scripts import sources
 from pharox_redis.server import RedisServer, free_port
 
-from . import fault_workers
+from .helpers import workers as fault_workers
 from .helpers import make_pool, make_proxy
-from .relay import Relay
+from .helpers.relay import Relay
 from .test_multiprocess import max_overlap
 
 pytestmark = pytest.mark.real_redis

@@ -37,7 +37,7 @@ from pharox_redis.scripts import sources
 from pharox_redis.server import RedisServer
 
 from .helpers import Recorder, make_pool, make_proxy
-from .relay import Relay
+from .helpers.relay import Relay
 
 pytestmark = pytest.mark.real_redis
 

@@ -14,7 +14,7 @@ import pytest
 
 from pharox_redis.server import RedisServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent("""
     import sys

@@ -24,7 +24,7 @@ from pharox_redis import RedisStorage
 from pharox_redis.filters import MAX_FILTER_DEPTH, MAX_FILTER_NODES
 from pharox_redis.operations.selection import MAX_UNDECIDED, SCAN_BUDGET
 
-from .helpers import BASE_TIME, Recorder, make_pool, make_proxy
+from ..helpers import BASE_TIME, Recorder, make_pool, make_proxy
 
 COUNTRIES = ["AR", "CL", "BR", None]
 SOURCES = ["alpha", "beta", None]

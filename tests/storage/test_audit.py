@@ -23,7 +23,7 @@ from pharox_redis.cli import main as cli_main
 from pharox_redis.operations import cleanup, pools
 from pharox_redis.server import RedisServer
 
-from .helpers import make_pool, make_proxy, recomputed_stats, stored_stats
+from ..helpers import make_pool, make_proxy, recomputed_stats, stored_stats
 
 
 class Scene:

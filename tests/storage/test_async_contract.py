@@ -15,7 +15,7 @@ from pharox.tests.adapters import StorageContractFixtures, storage_contract_suit
 
 from pharox_redis import AsyncRedisStorage, RedisStorage
 
-from .helpers import AsyncFacade, make_pool, make_proxy, recomputed_stats, stored_stats
+from ..helpers import AsyncFacade, make_pool, make_proxy, recomputed_stats, stored_stats
 
 
 def _seed_pool(storage: Any, pool: ProxyPool) -> ProxyPool:

@@ -27,7 +27,7 @@ from pharox_redis import (
 from pharox_redis.keepalive import KeepAliveState
 from pharox_redis.server import RedisServer
 
-from .helpers import make_pool, make_proxy
+from ..helpers import make_pool, make_proxy
 
 DURATION = 0.6
 

@@ -13,7 +13,7 @@ import redis
 
 from pharox_redis.server import RedisServer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:

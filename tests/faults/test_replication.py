@@ -18,7 +18,7 @@ from pharox import ProxyManager
 from pharox_redis import NotReplicatedError, RedisProxyManager, RedisStorage
 from pharox_redis.server import RedisServer
 
-from .helpers import Recorder, make_pool, make_proxy
+from ..helpers import Recorder, make_pool, make_proxy
 
 pytestmark = pytest.mark.real_redis
 
