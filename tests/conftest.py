@@ -98,6 +98,15 @@ def make_storage(make_client: Callable[..., Any], prefix: str) -> Callable[..., 
 
 
 @pytest.fixture
+def opened() -> Iterator[list[RedisStorage]]:
+    """Storages a test builds itself (``from_url``...); their connections close at teardown."""
+    made: list[RedisStorage] = []
+    yield made
+    for storage in made:
+        storage.client.close()
+
+
+@pytest.fixture
 def storage(make_storage: Callable[..., RedisStorage]) -> RedisStorage:
     return make_storage()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -133,8 +134,21 @@ def test_stats_helpers() -> None:
     assert percentile(list(map(float, range(101))), 99) == pytest.approx(99.0)
     assert geometric_mean([2.0, 8.0]) == pytest.approx(4.0)
     assert geometric_mean([]) is None
+
+
+def test_max_overlap_counts_simultaneous_intervals() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+    def at(ms: int) -> datetime:
+        return t0 + timedelta(milliseconds=ms)
+
+    triple = [(at(0), at(10)), (at(2), at(8)), (at(5), at(6)), (at(20), at(30))]
+    assert max_overlap(triple) == 3
+    # touching intervals are not simultaneous
+    assert max_overlap([(at(0), at(5)), (at(5), at(10)), (at(10), at(15))]) == 1
     assert max_overlap([(0, 4), (1, 5), (2, 6), (4, 7)]) == 3
     assert max_overlap([(0, 5), (5, 10)]) == 1
+    assert max_overlap([]) == 0
     with pytest.raises(ValueError):
         max_overlap([(5, 1)])
 

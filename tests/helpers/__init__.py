@@ -1,4 +1,11 @@
-"""Shared test helpers: seeding, recording round trips, recomputing counters."""
+"""Shared test helpers: seeding, the server's clock, recording round trips, recomputing counters.
+
+The rest of the helpers live next to this module, one per subject: ``managers`` (the manager
+tests' facade and references), ``faults`` (fault-injection storages and leasing loops),
+``fleet`` and ``workers`` (spawned worker processes), ``relay`` (a TCP relay that drops
+replies or stalls), ``refusals`` (hostile-input checks) and ``round_trips`` (counting what a
+private redis-server runs).
+"""
 
 from __future__ import annotations
 
@@ -19,9 +26,16 @@ from pharox_redis.operations.batch import Batch
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def make_pool(storage: RedisStorage, name: str = "pool") -> ProxyPool:
+def make_pool(storage: RedisStorage | AsyncFacade, name: str = "pool") -> ProxyPool:
     pool = ProxyPool(name=name)
     storage.save_pool(pool)
+    return pool
+
+
+def seed_pool(storage: RedisStorage, size: int, name: str = "pool", **fields: Any) -> ProxyPool:
+    """Save a pool with ``size`` proxies (``make_proxy(pool, n, **fields)``)."""
+    pool = make_pool(storage, name)
+    storage.add_proxies_bulk([make_proxy(pool, n, **fields) for n in range(size)])
     return pool
 
 
@@ -35,6 +49,12 @@ def make_proxy(pool: ProxyPool, n: int = 0, **fields: Any) -> Proxy:
         pool_id=pool.id,
         **fields,
     )
+
+
+def server_now(client: Any) -> datetime:
+    """The Redis server's clock (``TIME``), the one every lease is stamped with."""
+    seconds, micros = client.time()
+    return datetime.fromtimestamp(int(seconds), timezone.utc) + timedelta(microseconds=int(micros))
 
 
 class Recorder:
@@ -52,7 +72,7 @@ class Recorder:
         return [call for batch in self.batches for call in batch.calls]
 
 
-def recomputed_stats(storage: RedisStorage, pool: ProxyPool) -> dict[str, int]:
+def recomputed_stats(storage: RedisStorage | AsyncFacade, pool: ProxyPool) -> dict[str, int]:
     """The pool counters recomputed from the proxies, like pharox's in-memory adapter."""
     proxies = storage.list_proxies(str(pool.id))
 
@@ -70,7 +90,7 @@ def recomputed_stats(storage: RedisStorage, pool: ProxyPool) -> dict[str, int]:
     }
 
 
-def stored_stats(storage: RedisStorage, pool: ProxyPool) -> dict[str, int]:
+def stored_stats(storage: RedisStorage | AsyncFacade, pool: ProxyPool) -> dict[str, int]:
     stats = storage.get_pool_stats(pool.name)
     assert stats is not None
     return {

@@ -1,10 +1,13 @@
 """A tiny threaded TCP relay for fault injection between a Redis client and its server.
 
 It listens on a free 127.0.0.1 port and forwards bytes both ways, one pair of threads per
-client connection. Three switches:
+client connection. Four switches:
 
 * :meth:`Relay.cut_next_reply` drops the next chunk the server sends back and closes that
   connection on both sides: the server has run the command, the client never hears of it.
+* :meth:`Relay.cut_replies_to` does the same to the reply of each of the next requests that
+  carry a marker (a script's SHA1, so the reply of one script's EVALSHA), whatever the
+  client sends in between, a new connection's handshake included.
 * :meth:`Relay.stall` swallows everything from then on: connections are accepted and
   nothing is answered, so clients run into their socket timeout.
 * :meth:`Relay.close` stops listening and closes every connection: the port refuses.
@@ -28,6 +31,7 @@ class _Pair:
         self.upstream = upstream
         self._lock = threading.Lock()
         self._closed = False
+        self.cut_pending = False  # drop the next reply: it answers a marked request
 
     def close(self) -> None:
         with self._lock:
@@ -55,6 +59,7 @@ class Relay:
         self.port = int(self._listener.getsockname()[1])
         self._lock = threading.Lock()
         self._cut_armed = False
+        self._markers: list[tuple[bytes, int]] = []  # (marker, requests left to cut)
         self._stalled = False
         self._closing = threading.Event()
         self._pairs: list[_Pair] = []
@@ -78,6 +83,11 @@ class Relay:
         """Drop the next chunk the server sends back and close that connection."""
         with self._lock:
             self._cut_armed = True
+
+    def cut_replies_to(self, marker: bytes, times: int = 1) -> None:
+        """Drop the replies to the next ``times`` requests carrying ``marker``, as above."""
+        with self._lock:
+            self._markers.append((marker, times))
 
     def stall(self) -> None:
         """From now on forward nothing in either direction (clients time out)."""
@@ -148,6 +158,17 @@ class Relay:
         # Stop listening at once, so the port refuses from here on.
         listener.close()
 
+    def _mark(self, pair: _Pair, request: bytes) -> None:
+        """Arm ``pair`` to drop its next reply when ``request`` carries an armed marker."""
+        for i, (marker, left) in enumerate(self._markers):
+            if marker in request:
+                pair.cut_pending = True
+                if left > 1:
+                    self._markers[i] = (marker, left - 1)
+                else:
+                    del self._markers[i]
+                return
+
     def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while True:
@@ -156,9 +177,14 @@ class Relay:
                     return
                 with self._lock:
                     stalled = self._stalled
-                    cut = replies and self._cut_armed and not stalled
+                    if not replies and not stalled:
+                        self._mark(pair, data)
+                    cut = replies and (self._cut_armed or pair.cut_pending) and not stalled
                     if cut:
-                        self._cut_armed = False
+                        if pair.cut_pending:
+                            pair.cut_pending = False
+                        else:
+                            self._cut_armed = False
                         self.cuts += 1
                 if cut:
                     return  # drop the reply; the finally closes both sides

@@ -1,88 +1,192 @@
-"""Worker processes for ``test_faults.py`` (``spawn`` needs them in an importable module).
+"""Worker processes for the fleet tests (``spawn`` needs them in an importable module).
 
-Kept apart from the test module so a spawned child imports no pytest, only what it runs.
+Kept apart from the tests so a spawned child imports no pytest, only what it runs. Each is
+started by :class:`~tests.helpers.fleet.Fleet`, which passes ``barrier`` (wait there, so all
+workers start together) and ``results`` (the queue a worker puts its report on).
 
-* :func:`survivor` leases and releases in a loop until its time is up and reports every
-  lease it was granted;
+* :func:`lease_worker` leases, holds 0-2 ms and releases in a loop until its time is up, and
+  reports every lease it was granted. Its ``kind`` says how: ``stock`` with pharox's stock
+  ``ProxyManager`` (``acquire_proxy`` only: under contention it may raise
+  ``ProxyUnavailableError``), ``redis`` with ``RedisProxyManager`` (every selector, and
+  ``acquire_proxy``, ``acquire`` and ``with_proxy`` in turn), ``predicate`` the same with a
+  Python predicate that rejects one port (the compare-and-lease path).
 * :func:`victim` takes one lease and then sleeps holding it, to be killed with SIGKILL: it
   never releases and never reports (the parent finds its lease in Redis).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
-from pharox import SelectorStrategy
+from pharox import Lease, LeaseStatus, Proxy, ProxyFilters, ProxyManager, SelectorStrategy
 
-from pharox_redis import RedisProxyManager, RedisStorage
+from pharox_redis import LeasedProxy, RedisProxyManager, RedisStorage
 
 START_TIMEOUT = 60.0
 SELECTORS = tuple(SelectorStrategy)
+MODES = ("acquire_proxy", "acquire", "with_proxy")
 MAX_HOLD_SECONDS = 0.002
 
+Manager = Union[ProxyManager, RedisProxyManager]
 
-def survivor(
+
+class WorkerCheckError(Exception):
+    """A worker got a lease that is not what the manager promises."""
+
+
+def not_on_port(port: int, proxy: Proxy) -> bool:
+    return proxy.port != port
+
+
+def _check_leased(leased: LeasedProxy) -> None:
+    lease, proxy = leased.lease, leased.proxy
+    if lease.status is not LeaseStatus.ACTIVE or lease.proxy_id != proxy.id:
+        raise WorkerCheckError(f"{leased!r}: lease {lease!r} does not hold proxy {proxy.id}")
+    limit = proxy.max_concurrency
+    if proxy.current_leases < 1 or (limit is not None and proxy.current_leases > limit):
+        raise WorkerCheckError(f"{leased!r}: current_leases={proxy.current_leases} of {limit}")
+
+
+def _check_released(lease: Lease) -> None:
+    if lease.released_at is None or lease.released_at < lease.acquired_at:
+        raise WorkerCheckError(f"released {lease!r} has released_at={lease.released_at!r}")
+
+
+def lease_once(
+    manager: Manager,
+    mode: str,
+    pool_name: str,
+    kwargs: dict[str, Any],
+    hold: Callable[[], None],
+) -> Optional[tuple[str, str]]:
+    """Lease a proxy one way, hold it, release it; return (lease id, proxy id) or None."""
+    if mode == "with_proxy":
+        assert isinstance(manager, RedisProxyManager)
+        with manager.with_proxy(pool_name, **kwargs) as leased:
+            if leased is None:
+                return None
+            _check_leased(leased)
+            hold()
+        _check_released(leased.lease)
+        return str(leased.lease.id), str(leased.proxy.id)
+    if mode == "acquire":
+        assert isinstance(manager, RedisProxyManager)
+        got = manager.acquire(pool_name, **kwargs)
+        if got is None:
+            return None
+        try:
+            _check_leased(got)
+            hold()
+        finally:
+            manager.release_proxy(got)
+        _check_released(got.lease)
+        return str(got.lease.id), str(got.proxy.id)
+    lease = manager.acquire_proxy(pool_name, **kwargs)
+    if lease is None:
+        return None
+    try:
+        hold()
+    finally:
+        manager.release_proxy(lease)
+    return str(lease.id), str(lease.proxy_id)
+
+
+def lease_worker(
+    kind: str,
     index: int,
     url: str,
     prefix: str,
-    retention: float,
     pool_name: str,
-    lease_seconds: float,
     seconds: float,
+    *,
     barrier: Any,
     results: Any,
+    lease_seconds: float = 30.0,
+    retention: float = 3600.0,
+    skip_port: Optional[int] = None,
+    idle: float = 0.0,
 ) -> None:
-    """Lease, hold 0-2 ms and release for ``seconds``; put a report on ``results``.
+    """Lease in a loop for ``seconds`` with a ``kind`` manager; put a report on ``results``.
 
-    The report lists (lease id, proxy id) of every lease granted, how many acquires found
-    nothing free, and every exception by type (counted, never fatal).
+    The report counts attempts, grants and misses (``none``), every exception by type
+    (counted, never fatal) with the first message of each, the selectors and modes used,
+    and lists (lease id, proxy id) of every lease granted. ``skip_port`` is the port a
+    ``predicate`` worker rejects; ``idle`` how long to sleep after a miss.
     """
     out: dict[str, Any] = {
+        "kind": kind,
         "worker": index,
+        "attempts": 0,
         "granted": 0,
         "none": 0,
         "errors": Counter(),
         "messages": {},
-        "leases": [],
+        "leases": [],  # (lease id, proxy id)
+        "selectors": Counter(),
+        "modes": Counter(),
     }
     storage = None
     try:
         storage = RedisStorage.from_url(url, prefix=prefix, lease_retention_seconds=retention)
-        manager = RedisProxyManager(storage)
+        manager: Manager
+        filters = None
+        if kind == "stock":
+            manager, modes = ProxyManager(storage), MODES[:1]
+        elif kind in ("redis", "predicate"):
+            manager, modes = RedisProxyManager(storage), MODES
+            if kind == "predicate":
+                assert skip_port is not None
+                filters = ProxyFilters(predicate=functools.partial(not_on_port, skip_port))
+        else:
+            raise ValueError(f"unknown worker kind {kind!r}")
         rng = random.Random(index)
-        consumer = f"survivor-{index}"
+
+        def hold() -> None:
+            time.sleep(rng.uniform(0, MAX_HOLD_SECONDS))
+
+        consumer = f"{kind}-{index}"
         barrier.wait(timeout=START_TIMEOUT)
         deadline = time.monotonic() + seconds
         n = 0
         while time.monotonic() < deadline:
             selector = SELECTORS[(index + n) % len(SELECTORS)]
+            mode = modes[n % len(modes)]  # 4 selectors x 3 modes: every pair every 12 turns
             n += 1
+            out["attempts"] += 1
+            out["selectors"][selector.value] += 1
+            out["modes"][mode] += 1
+            kwargs: dict[str, Any] = {
+                "consumer_name": consumer,
+                "duration_seconds": lease_seconds,
+                "filters": filters,
+                "selector": selector,
+            }
             try:
-                with manager.with_proxy(
-                    pool_name, consumer, lease_seconds, selector=selector
-                ) as leased:
-                    if leased is not None:
-                        time.sleep(rng.uniform(0, MAX_HOLD_SECONDS))
-                if leased is None:
-                    out["none"] += 1
-                    time.sleep(0.001)  # all proxies taken: let the others run
-                else:
-                    out["granted"] += 1
-                    out["leases"].append((str(leased.lease.id), str(leased.proxy.id)))
-            except Exception as exc:
+                got = lease_once(manager, mode, pool_name, kwargs, hold)
+            except Exception as exc:  # counted and reported, never fatal
                 name = type(exc).__name__
                 out["errors"][name] += 1
                 out["messages"].setdefault(name, repr(exc)[:300])
+                continue
+            if got is None:
+                out["none"] += 1
+                time.sleep(idle)
+                continue
+            out["granted"] += 1
+            out["leases"].append(got)
     except BaseException as exc:  # setup failed: report it rather than hang the parent
         out["errors"]["setup:" + type(exc).__name__] += 1
-        out["messages"].setdefault("setup", repr(exc)[:300])
+        out["messages"].setdefault("setup:" + type(exc).__name__, repr(exc)[:300])
     finally:
         if storage is not None:
             storage.client.close()
-        out["errors"] = dict(out["errors"])
+        for key in ("errors", "selectors", "modes"):
+            out[key] = dict(out[key])
         results.put(out)
 
 
@@ -90,10 +194,12 @@ def victim(
     index: int,
     url: str,
     prefix: str,
-    retention: float,
     pool_name: str,
     lease_seconds: float,
+    *,
     barrier: Any,
+    results: Any,
+    retention: float = 3600.0,
 ) -> None:
     """Take one lease as consumer ``victim-<index>``, then hold it until killed."""
     storage = RedisStorage.from_url(url, prefix=prefix, lease_retention_seconds=retention)
