@@ -7,9 +7,11 @@ coroutine method is run to completion on the test's event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import pytest
 from pharox import LeaseStatus, Proxy, ProxyPool
 from pharox.tests.adapters import StorageContractFixtures, storage_contract_suite
 
@@ -70,3 +72,34 @@ def test_async_and_sync_storages_share_one_keyspace(
     assert stored is not None and stored.status == LeaseStatus.RELEASED
     assert sync.get_proxy(str(proxies[0].id)).current_leases == 1
     loop.run_until_complete(facade.target.aclose())
+
+
+def test_the_async_facade_turns_coroutines_sync(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """The facade itself: errors raised on entering or in the block come out unchanged."""
+
+    class Thing:
+        async def add(self, a: int, b: int) -> int:
+            await asyncio.sleep(0)
+            return a + b
+
+        def section(self, fail_enter: bool) -> AbstractAsyncContextManager[int]:
+            @asynccontextmanager
+            async def cm() -> AsyncIterator[int]:
+                if fail_enter:
+                    raise KeyError("enter")
+                yield 7
+
+            return cm()
+
+    facade = AsyncFacade(Thing(), loop)
+    assert facade.add(2, 3) == 5
+    with facade.section(False) as value:
+        assert value == 7 and not facade.block_cancelled
+    with pytest.raises(KeyError):
+        with facade.section(True):
+            pass
+    with pytest.raises(ValueError):
+        with facade.section(False):
+            raise ValueError
