@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-import redis
 from pharox import (
     Consumer,
     HealthCheckResult,
@@ -25,7 +24,7 @@ from pharox import (
 )
 from redis.crc import key_slot
 
-from pharox_redis import KeySchema, RedisProxyManager, RedisStorage, RedisStorageError
+from pharox_redis import RedisProxyManager, RedisStorage
 from pharox_redis.operations.batch import Command, ScriptCall
 
 from .helpers import BASE_TIME, Recorder, make_pool, make_proxy, recomputed_stats, stored_stats
@@ -339,51 +338,3 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
         "delete_proxy",
         "unregister_pool",
     }
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "with {braces}",
-        "a:b:c",
-        "star*",
-        "sp ace",
-        "new\nline",
-        "nul\x00byte",
-        "x" * 10_000,
-        "ünïcødé 🚀",
-        "",
-    ],
-)
-def test_hostile_names(storage: RedisStorage, name: str) -> None:
-    pool = make_pool(storage, name)
-    proxy = make_proxy(pool)
-    storage.save_proxy(proxy)
-    manager = ProxyManager(storage)
-    lease = manager.acquire_proxy(name, consumer_name=name)
-    assert lease is not None and lease.pool_name == name
-    manager.release_proxy(lease)
-    assert storage.get_pool(str(pool.id)).name == name
-    assert storage.get_pool_stats(name) is not None
-    storage.delete_pool(str(pool.id))
-    tag = storage.context.keys.pool(pool.id).tag.encode()
-    assert not [k for k in _keys_of(storage) if k.startswith(tag)]
-    assert storage.get_pool_stats(name) is None
-
-
-def test_prefixes_isolate_tenants(make_storage: Callable[..., RedisStorage]) -> None:
-    a, b = make_storage(prefix="tenant-a"), make_storage(prefix="tenant-b")
-    pool = make_pool(a, "same-name")
-    a.save_proxy(make_proxy(pool))
-    assert b.find_available_proxy("same-name") is None
-    assert b.list_pools() == []
-    make_pool(b, "same-name")  # no conflict across prefixes
-    with pytest.raises(ValueError):
-        KeySchema("bad{prefix}")
-
-
-def test_unreachable_redis_raises_storage_error() -> None:
-    storage = RedisStorage.from_url("redis://127.0.0.1:1/0", socket_timeout=0.2)
-    with pytest.raises(RedisStorageError) as info:
-        storage.get_pool_stats("anything")
-    assert isinstance(info.value.__cause__, redis.ConnectionError)
