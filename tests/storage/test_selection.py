@@ -21,7 +21,6 @@ from pharox import (
 )
 
 from pharox_redis import RedisStorage
-from pharox_redis.filters import MAX_FILTER_DEPTH, MAX_FILTER_NODES
 from pharox_redis.operations.selection import MAX_UNDECIDED, SCAN_BUDGET
 
 from ..helpers import BASE_TIME, Recorder, make_pool, make_proxy
@@ -210,17 +209,3 @@ def test_lua_filter_scan_continues_past_the_budget(storage: RedisStorage) -> Non
 def test_unknown_pool_finds_nothing(storage: RedisStorage) -> None:
     assert storage.find_available_proxy("no-such-pool") is None
     assert storage.get_pool_stats("no-such-pool") is None
-
-
-def test_filters_beyond_the_limits_are_refused(storage: RedisStorage) -> None:
-    pool = make_pool(storage)
-    deep = ProxyFilters(country="AR")
-    for _ in range(MAX_FILTER_DEPTH):
-        deep = ProxyFilters(all_of=[deep])
-    with pytest.raises(ValueError, match="nest"):
-        storage.find_available_proxy(pool.name, deep)
-    wide = ProxyFilters(any_of=[ProxyFilters(asn=i) for i in range(MAX_FILTER_NODES + 1)])
-    with pytest.raises(ValueError, match="clauses"):
-        storage.find_available_proxy(pool.name, wide)
-    with pytest.raises(ValueError, match="latitude"):
-        storage.find_available_proxy(pool.name, ProxyFilters(latitude=float("nan"), longitude=0))
