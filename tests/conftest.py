@@ -9,7 +9,6 @@ under ``CI=true``, where a missing server is an error.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,7 +21,8 @@ import redis.asyncio
 from pharox_redis import AsyncRedisStorage, RedisStorage
 from pharox_redis.server import RedisServer, redis_server_binary
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from .helpers import IN_CI
+
 NO_SERVER = "redis-server is not on PATH: real-Redis tests need it (apt-get install redis-server)"
 
 

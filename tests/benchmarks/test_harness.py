@@ -8,7 +8,6 @@ used when it answers at the default DSN, and reported as skipped otherwise.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +32,8 @@ from benchmarks.targets import (
     floor_fraction,
 )
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from ..helpers import IN_CI
+
 SELECTORS = ("first_available", "least_used", "round_robin", "lowest_latency")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from pharox import Proxy, ProxyPool, ProxyProtocol, ProxyStatus
 from pharox_redis import AsyncRedisStorage, RedisStorage
 from pharox_redis.operations.batch import Batch
 
+IN_CI = os.environ.get("CI", "").lower() == "true"  # nothing may be skipped in CI
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 

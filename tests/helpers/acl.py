@@ -1,0 +1,83 @@
+"""The documented least-privilege ACL rule, and reading what a server ran or refused."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import redis
+
+from pharox_redis.server import RedisServer, redis_server_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+LUA_DIR = ROOT / "lua"
+
+# The documented rule (README, "Guarantees"): keys under the prefix, no pub/sub channels,
+# and only these commands. Line 1: sent by the client only; line 2: sent by the client and
+# run by the Lua scripts; line 3: run by the Lua scripts only. SCAN is for audit() of every
+# pool, WAIT for wait_replicas. Keep it identical to the README (test_docs_show_the_rule).
+ACL_RULE = (
+    "~pharox:* resetchannels -@all"
+    " +evalsha +script|load +multi +exec +ping +scan +wait +unlink +hsetnx +hscan +zrevrange"
+    " +exists +set +hget +hgetall +hkeys +hexists +hmget +hset +hdel +zadd +zrange +zrem +time"
+    " +del +get +hincrby +zcard +zlexcount +zrangebyscore +zremrangebyrank +zscore +hlen"
+)
+USER = "pharox-worker"
+PASSWORD = "s3cret-pass"
+ALWAYS_ALLOWED = {"hello", "auth"}  # connection handshake; Redis never refuses these
+
+
+def rule_commands(rule: str = ACL_RULE) -> set[str]:
+    """Return the commands a rule allows (its ``+command`` words)."""
+    return {word[1:] for word in rule.split() if word.startswith("+")}
+
+
+def lua_commands() -> set[str]:
+    """Return every command the Lua scripts run (``redis.call`` / ``redis.pcall``)."""
+    source = "\n".join(path.read_text() for path in sorted(LUA_DIR.glob("*.lua")))
+    calls = re.findall(r"redis\.p?call\(([^,)]*)", source)
+    names = {call.strip().strip("'\"").lower() for call in calls}
+    assert all(re.fullmatch(r"[a-z]+", name) for name in names), names  # no computed names
+    return names
+
+
+def plain_commands() -> set[str]:
+    """Return every plain command the library sends (``Command(("NAME", ...))``)."""
+    source = "\n".join(path.read_text() for path in sorted((ROOT / "pharox_redis").rglob("*.py")))
+    return {name.lower() for name in re.findall(r'Command\(\(\s*"(\w+)"', source)}
+
+
+def command_counts(admin: redis.Redis) -> dict[str, int]:
+    """Return calls + rejected calls per command since the last CONFIG RESETSTAT."""
+    stats: dict[str, Any] = admin.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(v["calls"]) + int(v.get("rejected_calls", 0))
+        for name, v in stats.items()
+    }
+
+
+def acl_log(admin: redis.Redis) -> list[Any]:
+    return list(admin.execute_command("ACL", "LOG"))
+
+
+def setinfo_rule() -> str:
+    """Return what the README says to add on Redis 7.2+, where redis-py sends CLIENT SETINFO.
+
+    Redis 7.0 does not know that subcommand (and refuses a rule naming it); redis-py gets
+    an error there and ignores it, as it ignores a refusal.
+    """
+    binary = redis_server_binary()
+    assert binary is not None
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    found = re.search(r"v=(\d+)\.(\d+)", out.stdout)
+    assert found is not None, out.stdout
+    return " +client|setinfo" if (int(found[1]), int(found[2])) >= (7, 2) else ""
+
+
+class AclServer(NamedTuple):
+    server: RedisServer
+    admin: redis.Redis
+    url: str  # redis://USER:PASSWORD@127.0.0.1:port/0
+    rule: str  # ACL_RULE, plus +client|setinfo on Redis 7.2+

@@ -1,0 +1,186 @@
+"""A least-privilege ACL user: the rule the README documents, and what it needs.
+
+``ACL_RULE`` (``tests/helpers/acl.py``) lists exactly the commands the adapter needs: the ones
+it sends (EVALSHA, SCRIPT LOAD after NOSCRIPT, MULTI/EXEC, the plain reads and writes, the
+PING of redis-py's health check) and the ones its Lua scripts run, since Redis 7 checks a
+script's ``redis.call`` against the ACL of the user who runs it. HELLO and AUTH are always
+allowed, so the rule does not list them.
+
+This module runs the whole API as a user with that rule, and checks on the server (``INFO
+commandstats``, ``ACL LOG``) that every command in the rule was used and nothing refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import redis
+from pharox import (
+    Consumer,
+    HealthCheckResult,
+    ProxyFilters,
+    ProxyHealthRecord,
+    ProxyManager,
+    ProxyPool,
+    ProxyProtocol,
+    ProxyStatus,
+    SelectorStrategy,
+)
+
+from pharox_redis import (
+    AsyncRedisProxyManager,
+    AsyncRedisStorage,
+    NotReplicatedError,
+    RedisProxyManager,
+    RedisStorage,
+)
+
+from ..helpers import make_proxy
+from ..helpers.acl import (
+    ALWAYS_ALLOWED,
+    AclServer,
+    acl_log,
+    command_counts,
+    rule_commands,
+)
+
+pytestmark = pytest.mark.real_redis
+
+
+def sync_flow(url: str, admin: redis.Redis) -> None:
+    """Every storage and manager operation, as the restricted user; checks the results."""
+    # health_check_interval: redis-py PINGs a connection idle longer than this before using
+    # it (off by default with from_url); a tiny one makes the PING happen in this short test.
+    storage = RedisStorage.from_url(url, health_check_interval=0.001, lease_retention_seconds=60)
+    try:
+        pool = ProxyPool(name="acl")
+        storage.save_pool(pool)
+        storage.save_pool(ProxyPool(id=pool.id, name="acl", description="least privilege"))
+        other = ProxyPool(name="acl-other")
+        storage.add_pool(other)
+        proxies = [make_proxy(pool, n, max_concurrency=2, country="AR") for n in range(4)]
+        assert storage.add_proxies_bulk(proxies) == 4
+        storage.save_proxy(make_proxy(other, 10))
+        storage.add_consumer(Consumer(name="audit-consumer"))
+        assert {p.name for p in storage.list_pools()} == {"acl", "acl-other"}
+        assert storage.get_pool(str(pool.id)).description == "least privilege"
+        assert len(storage.list_proxies(str(pool.id))) == 4
+        assert storage.get_proxy(str(proxies[0].id)).host == proxies[0].host
+
+        # health: status, latency history (trimmed), the latest result
+        now = datetime.now(timezone.utc)
+        for n, proxy in enumerate(proxies):
+            storage.apply_health_check_result(
+                HealthCheckResult(
+                    proxy_id=proxy.id,
+                    status=ProxyStatus.ACTIVE,
+                    latency_ms=50 - n,
+                    protocol=ProxyProtocol.HTTP,
+                    checked_at=now,
+                )
+            )
+        storage.save_health_record(
+            ProxyHealthRecord(
+                proxy_id=proxies[0].id,
+                checked_at=now - timedelta(seconds=1),
+                reachable=True,
+                latency_ms=60,
+                protocol=ProxyProtocol.HTTP,
+                status_after=ProxyStatus.ACTIVE,
+            )
+        )
+        assert len(storage.list_health_records(proxies[0].id)) == 2
+        last = storage.get_last_health_result(proxies[0].id)
+        assert last is not None and last.latency_ms == 50
+
+        # RedisProxyManager: every selector, filters in Lua and in Python, renew, release
+        manager = RedisProxyManager(storage)
+        held = []
+        # ROUND_ROBIN twice: the second one starts after the cursor the first one stored
+        for selector in (*SelectorStrategy, SelectorStrategy.ROUND_ROBIN):
+            leased = manager.acquire("acl", "worker", 30, ProxyFilters(country="AR"), selector)
+            assert leased is not None, selector
+            held.append(leased)
+        free = next(p for p in storage.list_proxies(str(pool.id)) if p.current_leases < 2)
+        picky = ProxyFilters(predicate=lambda p: p.id == free.id)  # decided in Python
+        predicate_lease = manager.acquire_proxy("acl", "worker", 30, filters=picky)
+        assert predicate_lease is not None and predicate_lease.proxy_id == free.id
+        manager.renew_lease(held[0], 60)
+        for leased in held:
+            manager.release_proxy(leased)
+        manager.release_proxy(predicate_lease)
+        with manager.with_proxy("acl", "worker", 3, keep_alive=True) as kept:
+            assert kept is not None
+        assert storage.get_pool_stats("acl") is not None
+
+        # pharox's stock ProxyManager on the same storage
+        stock = ProxyManager(storage)
+        lease = stock.acquire_proxy("acl", "stock", selector=SelectorStrategy.ROUND_ROBIN)
+        assert lease is not None
+        assert storage.get_lease(str(lease.id)) is not None
+        assert storage.list_leases()
+        stock.release_proxy(lease)
+
+        # expiry: reclaimed by cleanup, and by the next acquire of the pool
+        storage.create_lease(proxies[1], "short", 0.05)
+        manager.acquire_proxy("acl-other", "short", 0.05)
+        time.sleep(0.1)
+        assert manager.cleanup_expired_leases() >= 1
+        storage.create_lease(proxies[1], "short", 0.05)
+        time.sleep(0.1)
+        assert manager.acquire("acl", "worker") is not None
+
+        # wait_replicas: WAIT after each lease; no replica here, so the lease is given back
+        replicated = RedisStorage.from_url(url, wait_replicas=1, wait_timeout=0.01)
+        try:
+            with pytest.raises(NotReplicatedError):
+                RedisProxyManager(replicated).acquire("acl", "worker")
+        finally:
+            replicated.client.close()
+
+        # audit, then scripts lost (restart, failover, SCRIPT FLUSH): SCRIPT LOAD again
+        assert storage.audit().clean
+        assert storage.audit("acl", repair=True).clean
+        admin.script_flush()
+        assert manager.acquire("acl", "worker") is not None
+
+        storage.delete_proxy(str(proxies[2].id))
+        storage.delete_pool(str(other.id))
+        storage.delete_pool(str(pool.id))
+        assert storage.list_pools() == []
+    finally:
+        storage.client.close()
+
+
+async def async_flow(url: str) -> None:
+    """The asyncio storage and manager, as the restricted user."""
+    storage = AsyncRedisStorage.from_url(url, prefix="pharox:async")
+    try:
+        pool = ProxyPool(name="acl-async")
+        await storage.save_pool(pool)
+        await storage.add_proxies_bulk([make_proxy(pool, n) for n in range(3)])
+        manager = AsyncRedisProxyManager(storage)
+        async with manager.with_proxy("acl-async", "worker", 3, keep_alive=True) as leased:
+            assert leased is not None
+            await manager.renew_lease(leased, 10)
+        lease = await manager.acquire_proxy("acl-async", "worker", 0.05)
+        assert lease is not None
+        await asyncio.sleep(0.1)
+        assert await manager.cleanup_expired_leases() == 1
+        assert len(await storage.list_proxies(str(pool.id))) == 3
+        await storage.delete_pool(str(pool.id))
+    finally:
+        await storage.aclose()
+
+
+def test_whole_api_runs_as_least_privilege_user(acl_server: AclServer, admin: redis.Redis) -> None:
+    sync_flow(acl_server.url, admin)
+    asyncio.run(async_flow(acl_server.url))
+
+    used = set(command_counts(admin)) - {"config|resetstat", "script|flush"}
+    assert acl_log(admin) == []  # nothing was refused, not even an error redis-py swallows
+    assert used - ALWAYS_ALLOWED == rule_commands(acl_server.rule)  # each one is needed
+    assert all(key.startswith(b"pharox:") for key in admin.keys("*"))
