@@ -11,17 +11,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pharox import (
-    InvalidLeaseError,
-)
+from pharox import InvalidLeaseError
 
 from pharox_redis.operations.validation import MAX_LEASE_SECONDS
 
-from ..helpers.refusals import (
-    Seeded,
-    assert_clean,
-    refuse,
-)
+from ..helpers.refusals import Seeded, assert_clean, refuse
 
 # ---------------------------------------------------------------------------- durations
 

@@ -16,23 +16,11 @@ import math
 from typing import Any
 
 import pytest
-from pharox import (
-    Proxy,
-    ProxyFilters,
-    ProxyManager,
-    SelectorStrategy,
-)
+from pharox import Proxy, ProxyFilters, ProxyManager, SelectorStrategy
 
 from pharox_redis.filters import MAX_FILTER_DEPTH, MAX_FILTER_NODES
 
-from ..helpers.refusals import (
-    Seeded,
-    assert_clean,
-    deep,
-    refuse,
-    unvalidated_filters,
-    wide,
-)
+from ..helpers.refusals import Seeded, assert_clean, deep, refuse, unvalidated_filters, wide
 
 # ---------------------------------------------------------------------------- coordinates
 

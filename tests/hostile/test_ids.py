@@ -28,12 +28,7 @@ from pharox import (
 from pharox_redis import LeaseLostError
 
 from ..helpers import make_pool
-from ..helpers.refusals import (
-    Seeded,
-    assert_clean,
-    refuse,
-    writes_nothing,
-)
+from ..helpers.refusals import Seeded, assert_clean, refuse, writes_nothing
 
 # ---------------------------------------------------------------------------- ids
 

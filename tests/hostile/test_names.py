@@ -22,23 +22,12 @@ from functools import partial
 from typing import Any
 
 import pytest
-from pharox import (
-    Consumer,
-    ProxyManager,
-    ProxyPool,
-    SelectorStrategy,
-)
+from pharox import Consumer, ProxyManager, ProxyPool, SelectorStrategy
 
 from pharox_redis import RedisProxyManager
 
 from ..helpers import make_pool, make_proxy
-from ..helpers.refusals import (
-    MakeStorage,
-    Seeded,
-    assert_clean,
-    contents,
-    refuse,
-)
+from ..helpers.refusals import MakeStorage, Seeded, assert_clean, contents, refuse
 
 # ---------------------------------------------------------------------------- names
 

@@ -41,12 +41,7 @@ from pharox import (
 )
 
 from ..helpers import make_pool, make_proxy
-from ..helpers.refusals import (
-    Seeded,
-    assert_clean,
-    modified,
-    refuse,
-)
+from ..helpers.refusals import Seeded, assert_clean, modified, refuse
 
 # ---------------------------------------------------------------------------- coordinates
 

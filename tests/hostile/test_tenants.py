@@ -12,19 +12,12 @@ import time
 from typing import Any
 
 import pytest
-from pharox import (
-    LeaseStatus,
-    ProxyPool,
-)
+from pharox import LeaseStatus, ProxyPool
 
 from pharox_redis import KeySchema, LeaseLostError, RedisProxyManager
 
 from ..helpers import make_proxy
-from ..helpers.refusals import (
-    MakeStorage,
-    assert_clean,
-    contents,
-)
+from ..helpers.refusals import MakeStorage, assert_clean, contents
 
 # ---------------------------------------------------------------------------- tenants
 

@@ -21,12 +21,7 @@ from pharox import (
 )
 
 from ..helpers import AsyncFacade, make_proxy
-from ..helpers.refusals import (
-    Seeded,
-    deep,
-    modified,
-    refuse,
-)
+from ..helpers.refusals import Seeded, deep, modified, refuse
 
 # ---------------------------------------------------------------------------- wrong types
 

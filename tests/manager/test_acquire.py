@@ -34,13 +34,7 @@ from pharox_redis.operations import acquire
 from pharox_redis.operations.acquire import AcquireRequest
 
 from ..helpers import make_pool, make_proxy, recomputed_stats, stored_stats
-from ..helpers.managers import (
-    count,
-    counters,
-    is_async,
-    run_op,
-    seed,
-)
+from ..helpers.managers import count, counters, is_async, run_op, seed
 
 # ---------------------------------------------------------------------- acquire
 

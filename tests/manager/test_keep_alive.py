@@ -8,19 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from pharox import (
-    Lease,
-    LeaseStatus,
-)
+from pharox import Lease, LeaseStatus
 
 from pharox_redis import LeasedProxy, LeaseLostError, RedisStorage
 
 from ..helpers import recomputed_stats, sleeper, stored_stats
-from ..helpers.managers import (
-    count,
-    is_async,
-    seed,
-)
+from ..helpers.managers import count, is_async, seed
 
 # ---------------------------------------------------------------------- keep-alive
 

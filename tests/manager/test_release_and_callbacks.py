@@ -18,12 +18,7 @@ from pharox import (
 from pharox_redis import LeasedProxy
 
 from ..helpers import recomputed_stats, stored_stats
-from ..helpers.managers import (
-    count,
-    counters,
-    is_async,
-    seed,
-)
+from ..helpers.managers import count, counters, is_async, seed
 
 # ---------------------------------------------------------------------- callbacks
 

@@ -148,6 +148,19 @@ def lease_ids(batches: list[Batch]) -> list[str]:
     return [str(c.args[6]) for b in batches for c in b.calls if getattr(c, "name", "") == "acquire"]
 
 
+def lose_an_acquire(
+    relay: Relay, seeded: Seeded, opened: list[RedisStorage], duration: float
+) -> tuple[RedisProxyManager, RedisStorageError]:
+    """Run an acquire whose reply is lost and that nobody re-sends; return what it raised."""
+    storage = no_retry_storage(relay.url, opened)
+    warm(storage, seeded)
+    manager = RedisProxyManager(storage, retries=0)
+    cut_replies(relay, "acquire")
+    with pytest.raises(RedisStorageError) as info:
+        manager.acquire_proxy(seeded.pool.name, "w", duration)
+    return manager, info.value
+
+
 # ---------------------------------------------------------------------- lost acquire
 
 
@@ -193,20 +206,15 @@ def test_manager_retries_resend_lost_replies_with_the_same_lease_id(
 def test_lost_acquire_without_retries_raises_and_the_lease_expires(
     relay: Relay, direct: RedisStorage, seeded: Seeded, opened: list[RedisStorage]
 ) -> None:
-    storage = no_retry_storage(relay.url, opened)
-    warm(storage, seeded)
-    manager = RedisProxyManager(storage, retries=0)
-    cut_replies(relay, "acquire")
     started = time.monotonic()
-    with pytest.raises(RedisStorageError) as info:
-        manager.acquire_proxy(seeded.pool.name, "w", 0.3)
-    assert isinstance(info.value.__cause__, redis.ConnectionError)
+    manager, error = lose_an_acquire(relay, seeded, opened, 0.3)
+    assert isinstance(error.__cause__, redis.ConnectionError)
     assert relay.cuts == 1
     # The server made the lease and the error carries its id, so the caller can find it.
     assert view(direct, seeded) == ONE_LEASE
     (orphan,) = direct.list_leases()
     assert orphan.status is LeaseStatus.ACTIVE and orphan.proxy_id == seeded.proxy.id
-    assert info.value.lease_id == orphan.id
+    assert error.lease_id == orphan.id
     # Left alone, it stays accounted until it expires and cleanup reclaims it.
     time.sleep(max(0.0, started + 0.3 - time.monotonic()))
     reclaimed = direct.cleanup_expired_leases()
@@ -225,14 +233,9 @@ def test_lost_acquire_without_retries_raises_and_the_lease_expires(
 def test_a_lease_whose_acquire_failed_can_be_found_and_released(
     relay: Relay, direct: RedisStorage, seeded: Seeded, opened: list[RedisStorage]
 ) -> None:
-    storage = no_retry_storage(relay.url, opened)
-    warm(storage, seeded)
-    manager = RedisProxyManager(storage, retries=0)
-    cut_replies(relay, "acquire")
-    with pytest.raises(RedisStorageError) as info:
-        manager.acquire_proxy(seeded.pool.name, "w", 60)
-    assert info.value.lease_id is not None
-    orphan = manager.storage.get_lease(str(info.value.lease_id))
+    manager, error = lose_an_acquire(relay, seeded, opened, 60)
+    assert error.lease_id is not None
+    orphan = manager.storage.get_lease(str(error.lease_id))
     assert orphan is not None and orphan.status is LeaseStatus.ACTIVE
     manager.release_proxy(orphan)
     assert view(direct, seeded) == RELEASED

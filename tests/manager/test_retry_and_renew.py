@@ -8,24 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from pharox import (
-    AcquireEventPayload,
-    InvalidLeaseError,
-    LeaseStatus,
-    ProxyPool,
-    RetryConfig,
-)
+from pharox import AcquireEventPayload, InvalidLeaseError, LeaseStatus, ProxyPool, RetryConfig
 
 from pharox_redis import LeaseLostError, RedisStorage
 
 from ..helpers import recomputed_stats, stored_stats
-from ..helpers.managers import (
-    count,
-    is_async,
-    recording_sleep,
-    reference,
-    seed,
-)
+from ..helpers.managers import count, is_async, recording_sleep, reference, seed
 
 # ---------------------------------------------------------------------- retry
 

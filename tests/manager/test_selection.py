@@ -24,11 +24,7 @@ from pharox import (
 )
 
 from ..helpers import BASE_TIME, make_pool, make_proxy, recomputed_stats, stored_stats
-from ..helpers.managers import (
-    count,
-    reference,
-    seed,
-)
+from ..helpers.managers import count, reference, seed
 
 # ---------------------------------------------------------------------- selectors
 

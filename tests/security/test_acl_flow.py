@@ -39,13 +39,7 @@ from pharox_redis import (
 )
 
 from ..helpers import make_proxy
-from ..helpers.acl import (
-    ALWAYS_ALLOWED,
-    AclServer,
-    acl_log,
-    command_counts,
-    rule_commands,
-)
+from ..helpers.acl import ALWAYS_ALLOWED, AclServer, acl_log, command_counts, rule_commands
 
 pytestmark = pytest.mark.real_redis
 

@@ -17,16 +17,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from pharox import (
-    ProxyPool,
-)
+from pharox import ProxyPool
 from redis.exceptions import NoPermissionError
 
-from pharox_redis import (
-    RedisProxyManager,
-    RedisStorage,
-    RedisStorageError,
-)
+from pharox_redis import RedisProxyManager, RedisStorage, RedisStorageError
 from pharox_redis.server import RedisServer, redis_server_binary
 
 from ..helpers import make_proxy

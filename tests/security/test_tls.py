@@ -16,9 +16,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import pytest
 import redis
-from pharox import (
-    ProxyPool,
-)
+from pharox import ProxyPool
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry

@@ -8,13 +8,7 @@ from uuid import UUID
 
 from pharox_redis import RedisStorage
 
-from ..helpers import (
-    Recorder,
-    make_pool,
-    make_proxy,
-    recomputed_stats,
-    stored_stats,
-)
+from ..helpers import Recorder, make_pool, make_proxy, recomputed_stats, stored_stats
 
 
 def test_expiry_is_never_early(storage: RedisStorage) -> None:

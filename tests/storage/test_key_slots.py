@@ -22,11 +22,7 @@ from redis.crc import key_slot
 from pharox_redis import RedisProxyManager, RedisStorage
 from pharox_redis.operations.batch import Command, ScriptCall
 
-from ..helpers import (
-    Recorder,
-    make_pool,
-    make_proxy,
-)
+from ..helpers import Recorder, make_pool, make_proxy
 
 
 def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> None:

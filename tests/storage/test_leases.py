@@ -26,13 +26,7 @@ from pharox import (
 
 from pharox_redis import RedisStorage
 
-from ..helpers import (
-    make_pool,
-    make_proxy,
-    recomputed_stats,
-    server_now,
-    stored_stats,
-)
+from ..helpers import make_pool, make_proxy, recomputed_stats, server_now, stored_stats
 
 
 def test_lease_is_stamped_by_the_server_clock(storage: RedisStorage) -> None:

@@ -5,19 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from pharox import (
-    HealthCheckResult,
-    PoolNotFoundError,
-    ProxyPool,
-    ProxyStatus,
-)
+from pharox import HealthCheckResult, PoolNotFoundError, ProxyPool, ProxyStatus
 
 from pharox_redis import RedisStorage
 
-from ..helpers import (
-    make_pool,
-    make_proxy,
-)
+from ..helpers import make_pool, make_proxy
 from ..helpers.refusals import contents
 
 

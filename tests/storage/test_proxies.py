@@ -21,13 +21,7 @@ from pharox import (
 
 from pharox_redis import RedisStorage
 
-from ..helpers import (
-    BASE_TIME,
-    make_pool,
-    make_proxy,
-    recomputed_stats,
-    stored_stats,
-)
+from ..helpers import BASE_TIME, make_pool, make_proxy, recomputed_stats, stored_stats
 
 
 def test_save_proxy_keeps_the_lease_count_and_reindexes(storage: RedisStorage) -> None:

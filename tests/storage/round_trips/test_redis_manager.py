@@ -20,19 +20,9 @@ import time
 from typing import Any, Optional
 
 import pytest
-from pharox import (
-    AcquireEventPayload,
-    Lease,
-    ProxyFilters,
-    ReleaseEventPayload,
-    SelectorStrategy,
-)
+from pharox import AcquireEventPayload, Lease, ProxyFilters, ReleaseEventPayload, SelectorStrategy
 
-from pharox_redis import (
-    LeasedProxy,
-    RedisProxyManager,
-    RedisStorage,
-)
+from pharox_redis import LeasedProxy, RedisProxyManager, RedisStorage
 from pharox_redis.server import RedisServer
 
 from ...helpers import Recorder

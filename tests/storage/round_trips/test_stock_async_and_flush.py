@@ -16,32 +16,15 @@ import asyncio
 from typing import Any, Optional
 
 import pytest
-from pharox import (
-    AcquireEventPayload,
-    ProxyManager,
-    ReleaseEventPayload,
-    SelectorStrategy,
-)
+from pharox import AcquireEventPayload, ProxyManager, ReleaseEventPayload, SelectorStrategy
 
 import pharox_redis.codec
 import pharox_redis.flows
-from pharox_redis import (
-    AsyncRedisProxyManager,
-    AsyncRedisStorage,
-    RedisProxyManager,
-    RedisStorage,
-)
+from pharox_redis import AsyncRedisProxyManager, AsyncRedisStorage, RedisProxyManager, RedisStorage
 from pharox_redis.server import RedisServer
 
 from ...helpers import Recorder
-from ...helpers.round_trips import (
-    ACQUIRE,
-    RELEASE,
-    SELECTORS,
-    Meter,
-    seed,
-    stats_fields,
-)
+from ...helpers.round_trips import ACQUIRE, RELEASE, SELECTORS, Meter, seed, stats_fields
 
 pytestmark = pytest.mark.real_redis
 
