@@ -69,6 +69,7 @@ def make_client(
     clients: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
+        client: redis.Redis
         if backend == "fakeredis":
             client = fakeredis.FakeRedis(server=fake_server, **kwargs)
         else:
@@ -134,6 +135,7 @@ def make_async_client(
     clients: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
+        client: redis.asyncio.Redis
         if backend == "fakeredis":
             client = fakeredis.FakeAsyncRedis(server=fake_server, **kwargs)
         else:

@@ -49,7 +49,8 @@ def drive_pipelined(storage: RedisStorage, ops: Sequence[Op[Any]]) -> list[Any]:
         for _, _, batch in pending:
             assert not batch.atomic
             for call in batch.calls:
-                pipe.execute_command(*storage.executor.wire(call).args, **RAW)
+                # redis-py leaves execute_command untyped; a wire command has no typed method
+                pipe.execute_command(*storage.executor.wire(call).args, **RAW)  # type: ignore[no-untyped-call]
         replies = pipe.execute()
         following = []
         at = 0

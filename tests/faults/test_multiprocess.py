@@ -90,7 +90,7 @@ class Audit:
     """The workers' reports and what Redis holds after the run."""
 
     reports: list[dict[str, Any]]
-    proxies: list[Proxy]
+    proxies: Sequence[Proxy]
     leases: dict[str, Lease]  # stored lease records by id
     overlap: dict[str, int]  # proxy id -> peak simultaneous leases
     errors: Counter[str]

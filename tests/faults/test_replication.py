@@ -93,4 +93,4 @@ def test_bad_wait_options_are_refused() -> None:
     client = redis.Redis()  # never connects: the options are refused first
     for options in ({"wait_replicas": -1}, {"wait_replicas": 1.5}, {"wait_timeout": 0}):
         with pytest.raises(ValueError):
-            RedisStorage(client, **options)  # type: ignore[arg-type]
+            RedisStorage(client, **options)

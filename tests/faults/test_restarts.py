@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import pytest
 from pharox import LeaseStatus, PoolNotFoundError, ProxyManager, ProxyNotFoundError
@@ -64,10 +65,7 @@ def test_restart_with_aof_loses_nothing_and_clients_reconnect(opened: list[Redis
         reports = [LoopReport(f"restart-{i}") for i in range(RESTART_THREADS)]
         managers = [RedisProxyManager(connect(server.url, opened)) for _ in reports]
         threads = run_threads(
-            [
-                lambda m=m, r=r: lease_loop(m, r, stop, duration=30)
-                for m, r in zip(managers, reports, strict=True)
-            ]
+            [partial(lease_loop, m, r, stop, 30) for m, r in zip(managers, reports, strict=True)]
         )
         try:
             time.sleep(RESTART_AFTER)

@@ -59,7 +59,7 @@ def policy_bound(
         BACKOFF.compute(i) for i in range(1, retries + 1)
     )
     manager_delays = sum(RETRY_BASE_SECONDS * 2**i for i in range(manager_retries))
-    return (manager_retries + 1) * client_call + manager_delays
+    return float((manager_retries + 1) * client_call + manager_delays)
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, Optional[BaseException]]:
@@ -208,7 +208,7 @@ def test_retry_helpers_surface_an_outage_and_ride_out_a_short_one(
             assert comebacks[-1] >= outage
         print(f"\nretry helpers: rode out {outage}s outages in {comebacks} s")
 
-        assert lease.status is LeaseStatus.ACTIVE
+        assert lease is not None and lease.status is LeaseStatus.ACTIVE
         report = storage.audit()
         assert report.drift == ()
         assert report.active_leases == 1, report  # `lease`; with_retrying_lease released its own

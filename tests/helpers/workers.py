@@ -134,6 +134,7 @@ def lease_worker(
     try:
         storage = RedisStorage.from_url(url, prefix=prefix, lease_retention_seconds=retention)
         manager: Manager
+        modes: tuple[str, ...]
         filters = None
         if kind == "stock":
             manager, modes = ProxyManager(storage), MODES[:1]

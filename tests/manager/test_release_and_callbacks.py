@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -142,11 +143,12 @@ def test_context_managers_release_on_exit_and_on_exception(manager: Any) -> None
     assert count(manager, proxy) == 0
 
     held: list[Lease] = []
-    for open_block in (
+    blocks: list[Callable[[], Any]] = [
         lambda: manager.with_lease(pool.name),
         lambda: manager.with_proxy(pool.name),
         lambda: manager.with_retrying_lease(pool.name, max_attempts=1),
-    ):
+    ]
+    for open_block in blocks:
         with pytest.raises(RuntimeError, match="boom"):
             with open_block() as got:
                 lease = got.lease if isinstance(got, LeasedProxy) else got

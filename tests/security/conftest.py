@@ -27,6 +27,6 @@ def acl_server() -> Iterator[AclServer]:
 @pytest.fixture
 def admin(acl_server: AclServer) -> redis.Redis:
     """The default user's client, with the server's stats and ACL log reset."""
-    acl_server.admin.execute_command("ACL", "LOG", "RESET")
+    acl_server.admin.acl_log_reset()
     acl_server.admin.config_resetstat()
     return acl_server.admin

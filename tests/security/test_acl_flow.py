@@ -37,6 +37,7 @@ from pharox_redis import (
     RedisProxyManager,
     RedisStorage,
 )
+from pharox_redis.codec import text
 
 from ..helpers import make_proxy
 from ..helpers.acl import ALWAYS_ALLOWED, AclServer, acl_log, command_counts, rule_commands
@@ -118,12 +119,13 @@ def sync_flow(url: str, admin: redis.Redis) -> None:
         assert storage.list_leases()
         stock.release_proxy(lease)
 
-        # expiry: reclaimed by cleanup, and by the next acquire of the pool
-        storage.create_lease(proxies[1], "short", 0.05)
+        # expiry: reclaimed by cleanup, and by the next acquire of the pool (sub-second
+        # leases: pharox types durations as int, the adapter takes fractions)
+        storage.create_lease(proxies[1], "short", 0.05)  # type: ignore[arg-type]  # a fraction
         manager.acquire_proxy("acl-other", "short", 0.05)
         time.sleep(0.1)
         assert manager.cleanup_expired_leases() >= 1
-        storage.create_lease(proxies[1], "short", 0.05)
+        storage.create_lease(proxies[1], "short", 0.05)  # type: ignore[arg-type]  # a fraction
         time.sleep(0.1)
         assert manager.acquire("acl", "worker") is not None
 
@@ -177,4 +179,4 @@ def test_whole_api_runs_as_least_privilege_user(acl_server: AclServer, admin: re
     used = set(command_counts(admin)) - {"config|resetstat", "script|flush"}
     assert acl_log(admin) == []  # nothing was refused, not even an error redis-py swallows
     assert used - ALWAYS_ALLOWED == rule_commands(acl_server.rule)  # each one is needed
-    assert all(key.startswith(b"pharox:") for key in admin.keys("*"))
+    assert all(text(key).startswith("pharox:") for key in admin.keys("*"))

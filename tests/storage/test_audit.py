@@ -79,7 +79,8 @@ def damage_first_missing(s: Scene) -> str:
 
 
 def damage_least_score(s: Scene) -> str:
-    member = next(m for m in s.client.zrange(s.keys.least, 0, -1) if m.decode().endswith(s.free))
+    members = [m for m in s.client.zrange(s.keys.least, 0, -1) if isinstance(m, bytes)]
+    member = next(m for m in members if m.decode().endswith(s.free))
     s.client.zadd(s.keys.least, {member: 5})
     return "available:least"
 

@@ -1,4 +1,8 @@
-"""Expiry: never early, reclaimed by cleanup in bounded batches, history kept for the retention."""
+"""Expiry: never early, reclaimed by cleanup in bounded batches, history kept for the retention.
+
+The leases here last fractions of a second: pharox types ``duration_seconds`` as int, the
+adapter takes any positive number of seconds (to the microsecond), hence the ignores.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ def test_expiry_is_never_early(storage: RedisStorage) -> None:
     pool = make_pool(storage)
     proxy = make_proxy(pool, max_concurrency=1)
     storage.save_proxy(proxy)
-    storage.create_lease(proxy, "c", 1.0)
+    storage.create_lease(proxy, "c", 1.0)  # type: ignore[arg-type]  # see the module doc
     time.sleep(0.5)
     assert storage.cleanup_expired_leases() == 0
     assert storage.find_available_proxy(pool.name) is None
@@ -37,16 +41,18 @@ def test_cleanup_costs_one_round_trip_when_nothing_expired(storage: RedisStorage
     # Expired leases in two pools: due pools, one pipelined reclaim per pool, then the
     # hints go back with the next due call, which finds nothing more.
     for proxy in (proxies[0], proxies[1], proxies[45]):
-        storage.create_lease(proxy, "c", 0.1)
+        storage.create_lease(proxy, "c", 0.1)  # type: ignore[arg-type]
     time.sleep(0.15)
     recorder.reset()
     assert storage.cleanup_expired_leases() == 3
     assert [len(b.calls) for b in recorder.batches] == [1, 2, 1]
     assert all(stored_stats(storage, p) == recomputed_stats(storage, p) for p in pools)
     # Every pool still holds 60 s leases: each keeps one hint, none of them due now.
-    hints = storage.client.zrange(storage.context.keys.globals.deadlines, 0, -1, withscores=True)
-    assert {UUID(m.decode()) for m, _ in hints} == {p.id for p in pools}
-    assert all(score > time.time() * 1e6 + 50e6 for _, score in hints)
+    index = storage.context.keys.globals.deadlines
+    members = [m for m in storage.client.zrange(index, 0, -1) if isinstance(m, bytes)]
+    hints = {UUID(m.decode()): storage.client.zscore(index, m) for m in members}
+    assert set(hints) == {p.id for p in pools}
+    assert all(score is not None and score > time.time() * 1e6 + 50e6 for score in hints.values())
 
 
 def test_cleanup_reclaims_more_than_one_batch(storage: RedisStorage) -> None:
@@ -54,7 +60,7 @@ def test_cleanup_reclaims_more_than_one_batch(storage: RedisStorage) -> None:
     proxy = make_proxy(pool, max_concurrency=None)
     storage.save_proxy(proxy)
     for i in range(300):  # above DUE_BATCH and RECLAIM_BATCH
-        storage.create_lease(proxy, f"c{i % 7}", 0.1)
+        storage.create_lease(proxy, f"c{i % 7}", 0.1)  # type: ignore[arg-type]
     time.sleep(0.15)
     assert storage.cleanup_expired_leases() == 300
     assert storage.get_proxy(str(proxy.id)).current_leases == 0

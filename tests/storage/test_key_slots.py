@@ -31,15 +31,19 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
     proxies = [make_proxy(pool, n, max_concurrency=1, country="AR") for n in range(6)]
     storage.add_proxies_bulk(proxies)
     manager = ProxyManager(storage)
-    for selector in SelectorStrategy:
-        lease = manager.acquire_proxy(
+    leases = [
+        manager.acquire_proxy(
             pool.name,
             selector=selector,
-            duration_seconds=0.05,
+            duration_seconds=0.05,  # type: ignore[arg-type]  # pharox types it int
             filters=ProxyFilters(country="AR", predicate=lambda p: True),
         )
-        assert lease is not None
-    manager.release_proxy(lease)
+        for selector in SelectorStrategy
+    ]
+    assert all(lease is not None for lease in leases)
+    last = leases[-1]
+    assert last is not None
+    manager.release_proxy(last)
     fast = RedisProxyManager(storage)
     leased = fast.acquire(pool.name, filters=ProxyFilters(country="AR"))
     assert leased is not None

@@ -94,7 +94,7 @@ def test_releasing_a_reclaimed_lease_leaves_newer_leases_alone(storage: RedisSto
     pool = make_pool(storage)
     proxy = make_proxy(pool, max_concurrency=1)
     storage.save_proxy(proxy)
-    old = storage.create_lease(proxy, "slow-worker", 0.2)
+    old = storage.create_lease(proxy, "slow-worker", 0.2)  # type: ignore[arg-type]  # a fraction
     time.sleep(0.25)
     assert storage.cleanup_expired_leases() == 1
     new = storage.create_lease(proxy, "other-worker", 60)
