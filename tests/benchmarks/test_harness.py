@@ -179,6 +179,7 @@ def test_postgres_dsn_uses_psycopg3() -> None:
     assert postgres.driver_dsn("postgresql+asyncpg://p@h/d") == "postgresql+asyncpg://p@h/d"
 
 
+@pytest.mark.slow
 @pytest.mark.real_redis
 def test_quick_run_writes_report_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -77,6 +77,7 @@ def skewed_clock(offset: timedelta) -> Iterator[None]:
         yield
 
 
+@pytest.mark.slow
 def test_skewed_client_clocks_do_not_change_lease_expiry(opened: list[RedisStorage]) -> None:
     """Clients an hour ahead and an hour behind lease for 2 s: the lease lasts 2 s.
 

@@ -40,11 +40,13 @@ def check_output(result: subprocess.CompletedProcess[str], backend: str) -> list
     return lines
 
 
+@pytest.mark.slow
 def test_demo_on_fakeredis() -> None:
     lines = check_output(run_demo("--fakeredis"), "fakeredis")
     assert "for demos and tests only" in lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.real_redis
 def test_demo_on_url_leaves_no_keys(redis_server: RedisServer) -> None:
     with redis.Redis.from_url(redis_server.url) as client:
