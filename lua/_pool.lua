@@ -120,15 +120,17 @@ local function purge_history(now)
   end
 end
 
--- Finish an active lease the caller has just taken out of K_DEADLINES: stamp it released,
--- schedule its record for purging and give its slot back to the proxy (never below zero).
--- Returns the updated lease record JSON.
+-- Finish an active lease the caller has just taken out of K_DEADLINES: stamp when it ended
+-- (now, or its deadline if that came first: a lease never outlives its deadline, and
+-- `released >= expires` then says it ended by expiry), schedule its record for purging and
+-- give its slot back to the proxy (never below zero). Returns the updated record JSON.
 local function end_lease(lease_id, raw, now, retention_us)
   local rec = cjson.decode(raw)
-  rec.released = int_str(now)
+  local ended = math.min(now, tonumber(rec.expires))
+  rec.released = int_str(ended)
   local encoded = cjson.encode(rec)
   redis.call('HSET', K_LEASES, lease_id, encoded)
-  redis.call('ZADD', K_HISTORY, int_str(now + retention_us), lease_id)
+  redis.call('ZADD', K_HISTORY, int_str(ended + retention_us), lease_id)
   local p = load_proxy(rec.proxy)
   if p and p.n > 0 then
     set_leases(rec.proxy, p, p.n - 1)

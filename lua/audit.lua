@@ -3,7 +3,7 @@
 -- ARGV[2] = 'repair', fixes it in the same atomic step. Every check compares values read in
 -- the same call, so leasing going on meanwhile never shows up as drift.
 -- KEYS the pool's keys (see _pool.lua)
--- ARGV[1] step; pharox_redis/audit.py runs them in this order, so a repair fixes what
+-- ARGV[1] step; pharox_redis/operations/audit.py runs them in this order, so a repair fixes what
 --   later steps rely on first (a count is never lowered because a deadline was missing):
 --   'leases'   one HSCAN page of :leases: an active lease is in the deadline zset, a
 --              released one in the history zset.

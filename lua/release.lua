@@ -1,10 +1,12 @@
--- release.lua: release a lease; idempotent, and a no-op for a lease already released or
--- reclaimed (so it never touches the proxy's newer leases).
+-- release.lua: release a lease; idempotent, and a no-op for a lease already over (so it never
+-- touches the proxy's newer leases). It tells a release in time from one that came after the
+-- lease's deadline: the holder then worked on without a valid lease (an overrun).
 -- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] lease id (UUID string)
 -- ARGV[2] retention of released lease records in microseconds (integer >= 0)
--- Returns (see _pool.lua) {code, name, counters, lease JSON}: code 'released', or 'noop'
---   when it was already over | {'missing', name, counters} | 'nopool'
+-- Returns (see _pool.lua) {code, name, counters, lease JSON}: code 'released' (in time),
+--   'expired' (its deadline had passed: ended now, or reclaimed before), or 'noop' (it was
+--   released before) | {'missing', name, counters} | 'nopool'
 local lease_id, retention_us = ARGV[1], tonumber(ARGV[2])
 
 local name, refused = pool_named('')
@@ -15,11 +17,14 @@ local raw = redis.call('HGET', K_LEASES, lease_id)
 if not raw then
   return answer('missing', name, true)
 end
-local code = 'noop'
-if redis.call('ZREM', K_DEADLINES, lease_id) == 1 then
+local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease_id))
+if deadline then
   local now = now_us()
+  redis.call('ZREM', K_DEADLINES, lease_id)
   raw = end_lease(lease_id, raw, now, retention_us)
   purge_history(now)
-  code = 'released'
+  return answer(deadline > now and 'released' or 'expired', name, true, {raw})
 end
-return answer(code, name, true, {raw})
+local rec = cjson.decode(raw)
+local expired = rec.released and tonumber(rec.released) >= tonumber(rec.expires)
+return answer(expired and 'expired' or 'noop', name, true, {raw})

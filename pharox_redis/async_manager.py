@@ -23,8 +23,9 @@ from pharox import (
 
 from . import flows
 from .async_storage import AsyncRedisStorage
+from .bounded import await_within
 from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
-from .keepalive import KeepAliveState, TaskKeepAlive
+from .keepalive import TaskKeepAlive
 from .leased_proxy import LeasedProxy
 from .operations.acquire import AcquireRequest
 
@@ -75,7 +76,11 @@ class AsyncRedisProxyManager:
             result, error = None, None
             try:
                 if isinstance(step, Run):
-                    result = await self.storage.executor.run(step.op)
+                    running = self.storage.executor.run(step.op)
+                    if step.timeout is None:
+                        result = await running
+                    else:
+                        result = await await_within(running, step.timeout)
                 elif isinstance(step, Notify):
                     for callback in step.callbacks:
                         notified = callback(step.payload)
@@ -168,7 +173,10 @@ class AsyncRedisProxyManager:
     # ------------------------------------------------------------------ release, renew
 
     async def release_proxy(self, lease: Union[Lease, LeasedProxy]) -> None:
-        """Release a lease (or a LeasedProxy); idempotent, one round trip."""
+        """Release a lease (or a LeasedProxy); idempotent, one round trip.
+
+        An overrun is logged and marked as :meth:`RedisProxyManager.release_proxy` says.
+        """
         await self._perform(flows.release(self.policy, lease))
 
     async def renew_lease(self, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Lease:
@@ -193,23 +201,22 @@ class AsyncRedisProxyManager:
             return
         renewer = None
         if keep_alive:
-            state = KeepAliveState(leased, duration_seconds)
-            renewer = TaskKeepAlive(state, lambda: self.renew_lease(leased, duration_seconds))
+            renewer = TaskKeepAlive(self._perform, self.policy, leased, duration_seconds)
+        failed = True
         try:
             yield leased
+            failed = False
         except asyncio.CancelledError:
             if renewer is None or not renewer.cancelled_body:
                 raise
-            task = asyncio.current_task()
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
-            leased.check()
-            raise
+            failed = False  # the keep-alive cancelled the block: the lease is lost, say so
         finally:
             if renewer is not None:
                 await renewer.stop()
-            await self._perform(flows.leave(self.policy, leased))
-        leased.check()
+                if renewer.cancelled_body:  # its cancellation is answered by LeaseLostError
+                    _uncancel()
+            await self._perform(flows.leave(self.policy, leased, keep_alive, failed))
+        leased.check()  # never go on quietly after a cancellation of ours
 
     @asynccontextmanager
     async def with_proxy(
@@ -290,3 +297,10 @@ class AsyncRedisProxyManager:
         )
         async with self._holding(leased, duration_seconds, keep_alive) as held:
             yield held.lease if held is not None else None
+
+
+def _uncancel() -> None:
+    """Withdraw the keep-alive's cancellation request from the current task (3.11+)."""
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel") and task.cancelling():
+        task.uncancel()

@@ -285,11 +285,21 @@ def decode_proxy(
 
 
 def decode_lease(
-    lease_id: UUID | bytes | str, raw: bytes | str, pool_id: UUID, pool_name: str
+    lease_id: UUID | bytes | str,
+    raw: bytes | str,
+    pool_id: UUID,
+    pool_name: str,
+    now_us: Optional[int] = None,
 ) -> Lease:
-    """Rebuild a pharox Lease from its stored record."""
+    """Rebuild a pharox Lease from its stored record.
+
+    With ``now_us`` (the server clock), a lease past its deadline that no script has
+    reclaimed yet is shown as it will be stored: released at its deadline.
+    """
     row = _lease_decoder.decode(raw)
     released = row.released
+    if released is None and now_us is not None and int(row.expires) <= now_us:
+        released = row.expires
     return Lease.model_construct(
         id=lease_id if isinstance(lease_id, UUID) else UUID(text(lease_id)),
         proxy_id=UUID(row.proxy),
@@ -301,6 +311,11 @@ def decode_lease(
         expires_at=from_us(row.expires),
         released_at=None if released is None else from_us(released),
     )
+
+
+def server_time_us(reply: Sequence[Any]) -> int:
+    """Return a ``TIME`` reply (seconds, microseconds) as microseconds."""
+    return int(reply[0]) * 1_000_000 + int(reply[1])
 
 
 def lease_released_at(raw: bytes | str) -> Optional[datetime]:

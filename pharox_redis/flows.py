@@ -9,6 +9,8 @@ callback payloads, lease ids and what leaving a ``with`` block means are all her
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Generator, Iterator, Optional, Sequence, TypeVar, Union
@@ -26,8 +28,8 @@ from pharox import (
 )
 
 from . import codec
-from .errors import RedisStorageError
-from .leased_proxy import LeasedProxy
+from .errors import LeaseLostError, RedisStorageError
+from .leased_proxy import LeasedProxy, local_deadline
 from .operations import acquire as acquiring
 from .operations import leases
 from .operations.acquire import Acquired, AcquireRequest
@@ -36,15 +38,21 @@ from .operations.context import Context
 from .operations.leases import Released
 
 T = TypeVar("T")
+log = logging.getLogger("pharox_redis")
 DEFAULT_CONSUMER_NAME = "default"
 RETRY_BASE_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Run a storage operation; the flow is sent its result (or its error is thrown in)."""
+    """Run a storage operation; the flow is sent its result (or its error is thrown in).
+
+    With a ``timeout``, the result is waited for at most that many seconds (see
+    ``bounded.py``); then a :class:`~pharox_redis.errors.RedisStorageError` is thrown in.
+    """
 
     op: Op[Any]
+    timeout: Optional[float] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,16 +142,22 @@ def request(
     )
 
 
-def retried(policy: Policy, make_op: Callable[[], Op[T]]) -> Flow[T]:
-    """Run an operation, sending it again (a fresh run) while its reply is lost."""
+def retried(
+    policy: Policy, make_op: Callable[[], Op[T]], within: Optional[LeasedProxy] = None
+) -> Flow[T]:
+    """Run an operation, sending it again (a fresh run) while its reply is lost.
+
+    With ``within``, each attempt may take at most that lease's remaining time.
+    """
     attempt = 0
     while True:
         try:
-            result: T = yield Run(make_op())
+            timeout = None if within is None else within.remaining
+            result: T = yield Run(make_op(), timeout)
             return result
         except RedisStorageError as exc:
             delay = policy.retry_delay(exc, attempt)
-            if delay is None:
+            if delay is None or (within is not None and within.remaining <= delay):
                 raise
             yield Sleep(delay)
             attempt += 1
@@ -152,9 +166,11 @@ def retried(policy: Policy, make_op: Callable[[], Op[T]]) -> Flow[T]:
 def acquire(policy: Policy, asked: AcquireRequest) -> Flow[Optional[LeasedProxy]]:
     """Lease a proxy (one round trip) and notify the acquire callbacks.
 
-    A :class:`~pharox_redis.errors.RedisStorageError` carries the request's ``lease_id``.
+    The lease's local deadline counts from before the first attempt was sent. A
+    :class:`~pharox_redis.errors.RedisStorageError` carries the request's ``lease_id``.
     """
     started_at = now_utc() if policy.on_acquire else None
+    sent_at = time.monotonic()
     try:
         acquired: Acquired = yield from retried(
             policy, lambda: acquiring.acquire(policy.context, asked)
@@ -166,7 +182,8 @@ def acquire(policy: Policy, asked: AcquireRequest) -> Flow[Optional[LeasedProxy]
         yield Notify(policy.on_acquire, acquire_payload(asked, acquired, started_at))
     if acquired.lease is None or acquired.proxy is None:
         return None
-    return LeasedProxy(acquired.lease, acquired.proxy)
+    deadline = local_deadline(sent_at, asked.duration_seconds)
+    return LeasedProxy(acquired.lease, acquired.proxy, deadline)
 
 
 def acquire_with_retry(
@@ -186,35 +203,70 @@ def acquire_with_retry(
             yield Sleep(wait, sleep)
 
 
-def release(policy: Policy, lease: Union[Lease, LeasedProxy]) -> Flow[None]:
-    """Release a lease (idempotent), stamp it released, and notify the release callbacks."""
+def release(
+    policy: Policy, lease: Union[Lease, LeasedProxy], bounded: bool = False
+) -> Flow[Released]:
+    """Release a lease (idempotent), stamp it released, and notify the release callbacks.
+
+    When the server says the lease had reached its deadline first (the holder overran
+    it), a LeasedProxy is marked lost and a warning is logged. With ``bounded``, the
+    release may take at most the LeasedProxy's remaining time.
+    """
     held = unwrap_lease(lease)
-    done: Released = yield from retried(policy, lambda: leases.released(policy.context, held))
+    leased = lease if isinstance(lease, LeasedProxy) else None
+    done: Released = yield from retried(
+        policy, lambda: leases.released(policy.context, held), leased if bounded else None
+    )
     held.released_at = held.released_at or done.released_at or now_utc()
+    if done.expired:
+        overrun = LeaseLostError(held, "it reached its deadline before it was released")
+        if leased is not None:
+            leased.mark_lost(overrun)
+        log.warning("%s The work done with it may have overlapped another holder.", overrun)
     if policy.on_release:
         yield Notify(policy.on_release, release_payload(held, done))
+    return done
 
 
 def renew(policy: Policy, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Flow[Lease]:
-    """Extend an active lease; :class:`~pharox_redis.errors.LeaseLostError` when it is lost."""
+    """Extend an active lease; :class:`~pharox_redis.errors.LeaseLostError` when it is lost.
+
+    A LeasedProxy's local deadline moves on, counted from before the renewal was sent.
+    """
     held = unwrap_lease(lease)
+    sent_at = time.monotonic()
     renewed: Lease = yield from retried(
         policy, lambda: leases.renew(policy.context, held, duration_seconds)
     )
+    if isinstance(lease, LeasedProxy):
+        lease.renewed(sent_at, duration_seconds)
     return renewed
 
 
-def leave(policy: Policy, leased: LeasedProxy) -> Flow[None]:
-    """Release the lease a ``with`` block held as it is left.
+def leave(policy: Policy, leased: LeasedProxy, bounded: bool, failed: bool) -> Flow[None]:
+    """Release the lease a ``with`` block held, as the block is left.
 
-    A lease already known to be lost needs no release: a failed release is then not
-    reported, and the block's exit reports the loss instead.
+    A lease already lost is not released (the server ends it at its deadline, and a dead
+    connection is not waited for). Unless the block ``failed`` (its own error is what the
+    caller sees), :class:`~pharox_redis.errors.LeaseLostError` is raised when the block ran
+    without a valid lease: the loss was known before, or the release found the deadline
+    passed. With ``bounded`` (a kept-alive lease), the release takes at most the lease's
+    remaining time. A release that fails once the deadline has passed is only logged: the
+    work was done in time and the server has ended the lease.
     """
-    try:
-        yield from release(policy, leased.lease)
-    except RedisStorageError:
-        if not leased.lost:
-            raise
+    if not leased.lost:
+        try:
+            yield from release(policy, leased, bounded)
+        except RedisStorageError as exc:
+            if not leased.lost:
+                raise
+            # The work was done in time and the lease is over by now: nothing is left to do.
+            log.warning(
+                "Lease %s ended at its deadline: releasing it failed (%s).", leased.lease.id, exc
+            )
+            return
+    if not failed:
+        leased.check()
 
 
 def acquire_payload(

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Iterator, Optional, TypeVar, Union
 
 from pharox import Lease, ProxyFilters, ProxyManager, RetryConfig, SelectorStrategy
 
 from . import flows
+from .bounded import call_within
 from .flows import Flow, Notify, Policy, Run
-from .keepalive import KeepAliveState, ThreadKeepAlive
+from .keepalive import ThreadKeepAlive
 from .leased_proxy import LeasedProxy
 from .operations.acquire import AcquireRequest
 from .storage import RedisStorage
@@ -65,7 +67,11 @@ class RedisProxyManager(ProxyManager):
             result, error = None, None
             try:
                 if isinstance(step, Run):
-                    result = self.storage.executor.run(step.op)
+                    running = partial(self.storage.executor.run, step.op)
+                    if step.timeout is None:
+                        result = running()
+                    else:
+                        result = call_within(running, step.timeout)
                 elif isinstance(step, Notify):
                     for callback in step.callbacks:
                         callback(step.payload)
@@ -148,7 +154,12 @@ class RedisProxyManager(ProxyManager):
     # ------------------------------------------------------------------ release, renew
 
     def release_proxy(self, lease: Union[Lease, LeasedProxy]) -> None:
-        """Release a lease (or a LeasedProxy); idempotent, one round trip."""
+        """Release a lease (or a LeasedProxy); idempotent, one round trip.
+
+        When the lease had already reached its deadline (the work overran it, and another
+        worker may have had the proxy meanwhile), a warning is logged on the
+        ``pharox_redis`` logger and a LeasedProxy is marked lost (``leased.lost``).
+        """
         self._perform(flows.release(self.policy, lease))
 
     def renew_lease(self, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Lease:
@@ -170,15 +181,15 @@ class RedisProxyManager(ProxyManager):
             return
         renewer = None
         if keep_alive:
-            state = KeepAliveState(leased, duration_seconds)
-            renewer = ThreadKeepAlive(state, lambda: self.renew_lease(leased, duration_seconds))
+            renewer = ThreadKeepAlive(self._perform, self.policy, leased, duration_seconds)
+        failed = True
         try:
             yield leased
+            failed = False
         finally:
             if renewer is not None:
                 renewer.stop()
-            self._perform(flows.leave(self.policy, leased))
-        leased.check()
+            self._perform(flows.leave(self.policy, leased, keep_alive, failed))
 
     @contextmanager
     def with_proxy(

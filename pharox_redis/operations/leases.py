@@ -27,10 +27,23 @@ from .validation import lease_duration_us, parse_uuid
 
 @dataclass(frozen=True, slots=True)
 class Released:
-    """The outcome of a release: when it happened and the pool counters after it."""
+    """The outcome of a release.
+
+    Attributes
+    ----------
+    released_at:
+        When the lease ended (server clock), None when there is no such lease.
+    counters:
+        The pool counters after the call (None when the pool is gone).
+    expired:
+        True when the lease had reached its deadline before this release (the holder
+        overran it, and another worker may have had the proxy meanwhile).
+
+    """
 
     released_at: Optional[datetime]
     counters: Optional[Counters]
+    expired: bool = False
 
 
 def create_lease(
@@ -180,7 +193,7 @@ def released(ctx: Context, lease: Lease) -> Op[Released]:
     if reply is None:
         return Released(None, None)
     ended = None if reply.lease is None else codec.lease_released_at(reply.lease)
-    return Released(ended, reply.counters)
+    return Released(ended, reply.counters, reply.code == "expired")
 
 
 def renew(ctx: Context, lease: Lease, duration_seconds: Any) -> Op[Lease]:
@@ -220,19 +233,22 @@ def renew(ctx: Context, lease: Lease, duration_seconds: Any) -> Op[Lease]:
 
 
 def get_lease(ctx: Context, lease_id: Any) -> Op[Optional[Lease]]:
-    """Return a lease by id (active, or released within the retention), else None."""
+    """Return a lease by id (active, or released within the retention), else None.
+
+    A lease past its deadline shows as released at its deadline, reclaimed or not.
+    """
     uid = parse_uuid(lease_id)
     if uid is None:
         return None
     found = yield from lease_location(ctx, uid)
     if found is None:
         return None
-    pool_id, pool_name, raw = found
-    return codec.decode_lease(uid, raw, pool_id, pool_name)
+    pool_id, pool_name, raw, now = found
+    return codec.decode_lease(uid, raw, pool_id, pool_name, now)
 
 
 def list_leases(ctx: Context, consumer_id: Optional[str]) -> Op[list[Lease]]:
-    """Return active and retained leases, optionally of one consumer."""
+    """Return active and retained leases, optionally of one consumer (as ``get_lease``)."""
     wanted = None
     if consumer_id is not None:
         wanted = parse_uuid(consumer_id)
@@ -242,10 +258,13 @@ def list_leases(ctx: Context, consumer_id: Optional[str]) -> Op[list[Lease]]:
     ids = list(pools)
     if not ids:
         return []
-    tables = yield Batch([Command(("HGETALL", ctx.keys.pool(p).leases)) for p in ids])
+    *tables, now = yield Batch(
+        [Command(("HGETALL", ctx.keys.pool(p).leases)) for p in ids] + [Command(("TIME",))]
+    )
+    now_us = codec.server_time_us(now)
     out = []
     for pool, table in zip(ids, tables, strict=True):
         for lid, raw in table.items():
             if wanted is None or codec.lease_consumer(raw) == str(wanted):
-                out.append(codec.decode_lease(lid, raw, pool, pools[pool]))
+                out.append(codec.decode_lease(lid, raw, pool, pools[pool], now_us))
     return sorted(out, key=lambda lease: lease.acquired_at)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, TypeVar, Union
 from uuid import UUID, uuid4
 
-from ..codec import text
+from ..codec import server_time_us, text
 from .batch import Batch, Command, Op, Stale, one
 from .context import Context
 from .validation import check_text
@@ -103,16 +103,19 @@ def locate(ctx: Context, proxy_id: UUID, refresh: bool = False) -> Op[Optional[U
     return None
 
 
-def lease_location(ctx: Context, lease_id: UUID) -> Op[Optional[tuple[UUID, str, Any]]]:
-    """Return (pool id, pool name, record) of the pool holding a lease, or None."""
+def lease_location(ctx: Context, lease_id: UUID) -> Op[Optional[tuple[UUID, str, Any, int]]]:
+    """Return (pool id, pool name, record, server time in us) of a lease's pool, or None."""
     pools = yield from pool_list(ctx)
     if not pools:
         return None
     ids = list(pools)
-    raws = yield Batch([Command(("HGET", ctx.keys.pool(p).leases, str(lease_id))) for p in ids])
+    *raws, now = yield Batch(
+        [Command(("HGET", ctx.keys.pool(p).leases, str(lease_id))) for p in ids]
+        + [Command(("TIME",))]
+    )
     for pool, raw in zip(ids, raws, strict=True):
         if raw is not None:
-            return pool, pools[pool], raw
+            return pool, pools[pool], raw, server_time_us(now)
     return None
 
 

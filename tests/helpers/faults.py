@@ -5,20 +5,25 @@
 * :func:`lease_loop` acquires (every selector in turn) and releases until stopped, recording
   in a :class:`LoopReport` what it was granted and every error, by type and cause;
 * :func:`peak_per_proxy` replays the stored lease records on the server's clock;
-* :func:`cmdstat` reads ``INFO commandstats`` (script reloads, NOSCRIPT answers).
+* :func:`cmdstat` reads ``INFO commandstats`` (script reloads, NOSCRIPT answers);
+* :func:`busy_cpus` keeps every CPU busy; :func:`wait_for_proxy` and :func:`other_worker`
+  are another worker polling for a proxy, and say when it got it.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from pharox import Lease, ProxyFilters, SelectorStrategy
+from pharox import Lease, ProxyFilters, ProxyPool, SelectorStrategy
 
 from benchmarks.stats import max_overlap  # the benchmarks audit leases the same way
 from pharox_redis import RedisProxyManager, RedisStorage, RedisStorageError
@@ -132,3 +137,56 @@ def cmdstat(storage: RedisStorage, command: str) -> dict[str, Any]:
     """``INFO commandstats`` of one command (``script|load``, ``evalsha``), or {}."""
     stats: dict[str, Any] = storage.client.info("commandstats")
     return dict(stats.get(f"cmdstat_{command}", {}))
+
+
+@contextmanager
+def busy_cpus(count: Optional[int] = None) -> Iterator[None]:
+    """Keep every CPU busy (two spinning processes per core) for the block."""
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+        for _ in range(count or 2 * (os.cpu_count() or 1))
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.join(5)
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def wait_for_proxy(storage: RedisStorage, pool: ProxyPool, limit: float) -> Optional[float]:
+    """Poll another worker's acquire every 5 ms; return the monotonic time it got the proxy."""
+    other = RedisProxyManager(storage)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if other.acquire(pool.name, consumer_name="other", duration_seconds=60) is not None:
+            return time.monotonic()
+        time.sleep(0.005)
+    return None
+
+
+class Other(threading.Thread):
+    """Another worker, polling for a pool's proxy from a thread of its own."""
+
+    def __init__(self, url: str, prefix: str, pool: ProxyPool, limit: float = 10.0) -> None:
+        super().__init__(daemon=True)
+        self.storage = RedisStorage.from_url(url, prefix=prefix)
+        self.pool, self.limit = pool, limit
+        self.got_at: Optional[float] = None
+
+    def run(self) -> None:
+        self.got_at = wait_for_proxy(self.storage, self.pool, self.limit)
+
+
+def other_worker(url: str, prefix: str, pool: ProxyPool) -> Other:
+    """Start another worker polling for the pool's proxy; ``got_at`` says when it got it."""
+    worker = Other(url, prefix, pool)
+    worker.start()
+    return worker
