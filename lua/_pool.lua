@@ -123,10 +123,12 @@ end
 -- Finish an active lease the caller has just taken out of K_DEADLINES: stamp when it ended
 -- (now, or its deadline if that came first: a lease never outlives its deadline, and
 -- `released >= expires` then says it ended by expiry), schedule its record for purging and
--- give its slot back to the proxy (never below zero). Returns the updated record JSON.
+-- give its slot back to the proxy (never below zero). Returns the updated record JSON and
+-- whether it ended by expiry.
 local function end_lease(lease_id, raw, now, retention_us)
   local rec = cjson.decode(raw)
-  local ended = math.min(now, tonumber(rec.expires))
+  local due = tonumber(rec.expires)
+  local ended = math.min(now, due)
   rec.released = int_str(ended)
   local encoded = cjson.encode(rec)
   redis.call('HSET', K_LEASES, lease_id, encoded)
@@ -135,7 +137,7 @@ local function end_lease(lease_id, raw, now, retention_us)
   if p and p.n > 0 then
     set_leases(rec.proxy, p, p.n - 1)
   end
-  return encoded
+  return encoded, due <= now
 end
 
 -- Release at most `batch` of this pool's leases whose deadline has passed. Returns how many

@@ -17,13 +17,11 @@ local raw = redis.call('HGET', K_LEASES, lease_id)
 if not raw then
   return answer('missing', name, true)
 end
-local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease_id))
-if deadline then
+if redis.call('ZREM', K_DEADLINES, lease_id) == 1 then
   local now = now_us()
-  redis.call('ZREM', K_DEADLINES, lease_id)
-  raw = end_lease(lease_id, raw, now, retention_us)
+  local ended, expired = end_lease(lease_id, raw, now, retention_us)
   purge_history(now)
-  return answer(deadline > now and 'released' or 'expired', name, true, {raw})
+  return answer(expired and 'expired' or 'released', name, true, {ended})
 end
 local rec = cjson.decode(raw)
 local expired = rec.released and tonumber(rec.released) >= tonumber(rec.expires)

@@ -22,7 +22,7 @@ end
 local now = now_us()
 if deadline <= now then
   redis.call('ZREM', K_DEADLINES, lease_id)
-  return answer('lost', name, false, {end_lease(lease_id, raw, now, retention_us)})
+  return answer('lost', name, false, {(end_lease(lease_id, raw, now, retention_us))})
 end
 local rec = cjson.decode(raw)
 rec.expires = int_str(now + duration_us)

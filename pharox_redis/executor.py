@@ -18,35 +18,32 @@ What a batch becomes on the wire:
   the file and line of ``lua/`` it came from.
 
 Extension point. A deployment that routes commands (Redis Cluster) or reconnects (Sentinel)
-subclasses an executor and overrides :meth:`Executor.send` (one round trip of
-:class:`Wire` commands; each carries a key of the slot it belongs to, so a cluster executor
-can group them by node) and, where ``MULTI`` cannot carry ``SCRIPT LOAD`` to the right node,
-:meth:`BatchPlan.reload_plan`. Observers (``executor.observers``) see every batch before it
-is sent: the public hook for counting round trips.
+subclasses an executor and overrides :meth:`Executor.send`: one round trip of calls, each of
+which says which slot it belongs to (:func:`slot_key`: a script call's first key, a command's
+``route``), so a cluster executor can group them by node; and, where ``MULTI`` cannot carry
+``SCRIPT LOAD`` to the right node, :meth:`BatchPlan.reload_plan`. Observers
+(``executor.observers``) see every batch before it is sent: the public hook for counting
+round trips.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .errors import RedisStorageError
-from .operations.batch import Batch, Call, Op, ScriptCall
+from .operations.batch import Batch, Call, Command, Op, ScriptCall
 from .scripts import ScriptSource, sources
 
 T = TypeVar("T")
 RAW = {NEVER_DECODE: True}
 
 
-@dataclass(frozen=True, slots=True)
-class Wire:
-    """One command as sent: its arguments and a key of the slot it must run in (None: any)."""
-
-    args: tuple[Any, ...]
-    key: Optional[str] = None
+def slot_key(call: Call) -> Optional[str]:
+    """Return a key whose slot a call must run in (None: any node will do)."""
+    return call.keys[0] if isinstance(call, ScriptCall) else call.route
 
 
 class BatchPlan:
@@ -62,48 +59,49 @@ class BatchPlan:
     def __init__(self, client: Any) -> None:
         self.client: Any = client
         self.scripts: dict[str, ScriptSource] = sources()
+        self.shas = {name: source.sha for name, source in self.scripts.items()}
         self.observers: list[Callable[[Batch], None]] = []
 
-    def wire(self, call: Call) -> Wire:
+    def command(self, call: Call) -> tuple[Any, ...]:
         """Return the command a call sends (``EVALSHA`` for a script)."""
         if isinstance(call, ScriptCall):
-            sha = self.scripts[call.name].sha
-            return Wire(("EVALSHA", sha, len(call.keys), *call.keys, *call.args), call.keys[0])
-        return Wire(tuple(call.args), call.route)
+            return ("EVALSHA", self.shas[call.name], len(call.keys), *call.keys, *call.args)
+        return tuple(call.args)
 
-    def outgoing(self, batch: Batch) -> list[Wire]:
-        """Return the commands of a batch about to be sent; the observers see it first."""
-        for observer in self.observers:
-            observer(batch)
-        return [self.wire(call) for call in batch.calls]
+    def outgoing(self, batch: Batch) -> Sequence[Call]:
+        """Return the calls of a batch about to be sent; the observers see it first."""
+        if self.observers:
+            for observer in self.observers:
+                observer(batch)
+        return batch.calls
 
-    def reload_plan(self, batch: Batch) -> tuple[list[Wire], list[tuple[int, bool]]]:
-        """Return a batch that met NOSCRIPT as commands that load each script with its call.
+    def reload_plan(self, batch: Batch) -> tuple[list[Call], list[tuple[int, bool]]]:
+        """Return a batch that met NOSCRIPT as calls that load each script with its call.
 
         Each script call goes as MULTI, SCRIPT LOAD, EVALSHA, EXEC: one transaction on the
         call's own keys (one slot, as before). An atomic batch is one transaction already:
         its scripts are loaded first inside it. Also returns where each call's reply is:
         (index among the replies, True when inside an EXEC's replies).
         """
-        wires: list[Wire] = []
+        calls: list[Call] = []
         where: list[tuple[int, bool]] = []
         if batch.atomic:
             names = dict.fromkeys(c.name for c in batch.calls if isinstance(c, ScriptCall))
-            wires += [Wire(("SCRIPT", "LOAD", self.scripts[name].text)) for name in names]
+            calls += [Command(("SCRIPT", "LOAD", self.scripts[name].text)) for name in names]
             for call in batch.calls:
-                where.append((len(wires), False))
-                wires.append(self.wire(call))
-            return wires, where
+                where.append((len(calls), False))
+                calls.append(call)
+            return calls, where
         for call in batch.calls:
-            wire = self.wire(call)
             if isinstance(call, ScriptCall):
-                load = Wire(("SCRIPT", "LOAD", self.scripts[call.name].text), wire.key)
-                wires += [Wire(("MULTI",), wire.key), load, wire, Wire(("EXEC",), wire.key)]
-                where.append((len(wires) - 1, True))
+                key, source = call.keys[0], self.scripts[call.name].text
+                load = Command(("SCRIPT", "LOAD", source), route=key)
+                calls += [Command(("MULTI",), route=key), load, call, Command(("EXEC",), key)]
+                where.append((len(calls) - 1, True))
             else:
-                where.append((len(wires), False))
-                wires.append(wire)
-        return wires, where
+                where.append((len(calls), False))
+                calls.append(call)
+        return calls, where
 
     @staticmethod
     def replies_at(where: Sequence[tuple[int, bool]], raw: Sequence[Any]) -> list[Any]:
@@ -115,6 +113,14 @@ class BatchPlan:
                 reply = reply[1]  # EXEC's replies: SCRIPT LOAD's, then the script's
             out.append(reply)
         return out
+
+    @staticmethod
+    def failed(replies: Sequence[Any]) -> bool:
+        """Return True when a reply is an error (the rare case: then look closer)."""
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                return True
+        return False
 
     @staticmethod
     def scripts_lost(batch: Batch, replies: Sequence[Any]) -> bool:
@@ -158,23 +164,25 @@ class Executor(BatchPlan):
         """Send one batch (one round trip, two after NOSCRIPT) and return its replies."""
         try:
             replies = self.send(self.outgoing(batch), batch.atomic)
+            if not self.failed(replies):
+                return replies
             if self.scripts_lost(batch, replies):
-                wires, where = self.reload_plan(batch)
-                replies = self.replies_at(where, self.send(wires, batch.atomic))
+                calls, where = self.reload_plan(batch)
+                replies = self.replies_at(where, self.send(calls, batch.atomic))
             return self.checked(batch, replies)
         except RedisError as exc:
             raise self.storage_error(exc) from exc
 
-    def send(self, wires: Sequence[Wire], atomic: bool) -> list[Any]:
-        """Send commands in one round trip; a command's error comes back as its reply."""
-        if len(wires) == 1 and not atomic:
+    def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
+        """Send calls in one round trip; a call's error comes back as its reply."""
+        if len(calls) == 1 and not atomic:
             try:
-                return [self.client.execute_command(*wires[0].args, **RAW)]
+                return [self.client.execute_command(*self.command(calls[0]), **RAW)]
             except ResponseError as exc:
                 return [exc]
         pipe = self.client.pipeline(transaction=atomic)
-        for wire in wires:
-            pipe.execute_command(*wire.args, **RAW)
+        for call in calls:
+            pipe.execute_command(*self.command(call), **RAW)
         return list(pipe.execute(raise_on_error=False))
 
 
@@ -194,21 +202,23 @@ class AsyncExecutor(BatchPlan):
         """Send one batch (one round trip, two after NOSCRIPT) and return its replies."""
         try:
             replies = await self.send(self.outgoing(batch), batch.atomic)
+            if not self.failed(replies):
+                return replies
             if self.scripts_lost(batch, replies):
-                wires, where = self.reload_plan(batch)
-                replies = self.replies_at(where, await self.send(wires, batch.atomic))
+                calls, where = self.reload_plan(batch)
+                replies = self.replies_at(where, await self.send(calls, batch.atomic))
             return self.checked(batch, replies)
         except RedisError as exc:
             raise self.storage_error(exc) from exc
 
-    async def send(self, wires: Sequence[Wire], atomic: bool) -> list[Any]:
-        """Send commands in one round trip; a command's error comes back as its reply."""
-        if len(wires) == 1 and not atomic:
+    async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
+        """Send calls in one round trip; a call's error comes back as its reply."""
+        if len(calls) == 1 and not atomic:
             try:
-                return [await self.client.execute_command(*wires[0].args, **RAW)]
+                return [await self.client.execute_command(*self.command(calls[0]), **RAW)]
             except ResponseError as exc:
                 return [exc]
         pipe = self.client.pipeline(transaction=atomic)
-        for wire in wires:
-            pipe.execute_command(*wire.args, **RAW)
+        for call in calls:
+            pipe.execute_command(*self.command(call), **RAW)
         return list(await pipe.execute(raise_on_error=False))

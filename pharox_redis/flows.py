@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Generator, Iterator, Optional, Sequence, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Generator,
+    Iterator,
+    NamedTuple,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 from uuid import uuid4
 
 import redis
@@ -43,8 +52,7 @@ DEFAULT_CONSUMER_NAME = "default"
 RETRY_BASE_SECONDS = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(NamedTuple):
     """Run a storage operation; the flow is sent its result (or its error is thrown in).
 
     With a ``timeout``, the result is waited for at most that many seconds (see
@@ -55,16 +63,14 @@ class Run:
     timeout: Optional[float] = None
 
 
-@dataclass(frozen=True, slots=True)
-class Sleep:
+class Sleep(NamedTuple):
     """Wait ``seconds``, with the caller's ``sleep`` function when one was given."""
 
     seconds: float
     sleep: Optional[Callable[[float], Any]] = None
 
 
-@dataclass(frozen=True, slots=True)
-class Notify:
+class Notify(NamedTuple):
     """Call each callback with the payload (awaiting those that return an awaitable)."""
 
     callbacks: Sequence[Callable[[Any], Any]]
@@ -215,7 +221,7 @@ def release(
     held = unwrap_lease(lease)
     leased = lease if isinstance(lease, LeasedProxy) else None
     done: Released = yield from retried(
-        policy, lambda: leases.released(policy.context, held), leased if bounded else None
+        policy, lambda: leases.release(policy.context, held), leased if bounded else None
     )
     held.released_at = held.released_at or done.released_at or now_utc()
     if done.expired:

@@ -5,11 +5,11 @@ pool's name (None when there is no such pool), the five pool counters (None when
 does not report them), then fields of its own. :func:`pool_reply` reads that head; one parser
 per script below names the fields, so no caller indexes a reply. Values stay as Redis sent
 them (bytes, or str with ``decode_responses``); ``codec.py`` turns records into pharox models.
+Replies are named tuples: two are parsed for every acquire and release.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional, Sequence
 
 from .codec import text
@@ -17,14 +17,8 @@ from .codec import text
 CANDIDATE_WIDTH = 5  # values per candidate a selector walk returns (see walk in _select.lua)
 
 
-class Counters(NamedTuple):
-    """The pool counters every lease-changing script keeps."""
-
-    total: int
-    active: int
-    available: int
-    leased: int
-    leases: int
+Counters = Sequence[int]
+"""The five pool counters: total, active, available, leased, leases."""
 
 
 class Candidate(NamedTuple):
@@ -33,12 +27,11 @@ class Candidate(NamedTuple):
     proxy_id: Any
     decided: bool
     state: Any
-    count: Any
+    lease_count: Any
     record: Any
 
 
-@dataclass(frozen=True, slots=True)
-class PoolReply:
+class PoolReply(NamedTuple):
     """The head every pool script's reply starts with, and the fields after it."""
 
     code: str
@@ -53,7 +46,7 @@ def pool_reply(raw: Sequence[Any]) -> PoolReply:
     return PoolReply(
         text(code),
         None if name is None else text(name),
-        None if counters is None else Counters(*(int(v) for v in counters)),
+        counters,
         fields,
     )
 
@@ -66,8 +59,7 @@ def candidates(flat: Sequence[Any]) -> list[Candidate]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class AcquireReply:
+class AcquireReply(NamedTuple):
     """``acquire.lua``: a lease (``ok``/``exists``), candidates (``scan``), or a refusal.
 
     Attributes
@@ -98,26 +90,20 @@ class AcquireReply:
 
 def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
     """Parse a reply of ``acquire.lua``."""
-    head = pool_reply(raw)
-    f = head.fields
-    if head.code in ("ok", "exists"):
+    code, name, counters, *f = raw
+    code = text(code)
+    head = (code, None if name is None else text(name), counters)
+    if code in ("ok", "exists"):
         covered, lease, proxy_id, state, count, record = f
-        leased = Candidate(proxy_id, True, state, count, record)
-        return AcquireReply(head.code, head.pool_name, head.counters, covered == 1, lease, leased)
-    if head.code == "scan":
         return AcquireReply(
-            head.code,
-            head.pool_name,
-            head.counters,
-            f[0] == 1,
-            next_offset=int(f[1]),
-            found=candidates(f[2:]),
+            *head, covered == 1, lease, Candidate(proxy_id, True, state, count, record)
         )
-    return AcquireReply(head.code, head.pool_name, head.counters)
+    if code == "scan":
+        return AcquireReply(*head, f[0] == 1, next_offset=int(f[1]), found=candidates(f[2:]))
+    return AcquireReply(*head)
 
 
-@dataclass(frozen=True, slots=True)
-class FindReply:
+class FindReply(NamedTuple):
     """``find.lua``: where the walk stopped and the candidates it found."""
 
     code: str
@@ -133,15 +119,14 @@ def find_reply(raw: Sequence[Any]) -> FindReply:
     return FindReply(head.code, int(head.fields[0]), candidates(head.fields[1:]))
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseReply:
+class LeaseReply(NamedTuple):
     """``lease.lua``: the lease and the proxy's lease count (``ok``/``exists``)."""
 
     code: str
     pool_name: Optional[str]
     counters: Optional[Counters]
     lease: Any = None
-    count: int = 0
+    lease_count: int = 0
 
 
 def lease_reply(raw: Sequence[Any]) -> LeaseReply:
@@ -153,8 +138,7 @@ def lease_reply(raw: Sequence[Any]) -> LeaseReply:
     return LeaseReply(head.code, head.pool_name, head.counters)
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseReply:
+class ReleaseReply(NamedTuple):
     """``release.lua``: the lease record after the call (None when there is none)."""
 
     code: str
@@ -165,13 +149,16 @@ class ReleaseReply:
 
 def release_reply(raw: Sequence[Any]) -> ReleaseReply:
     """Parse a reply of ``release.lua``."""
-    head = pool_reply(raw)
-    lease = head.fields[0] if head.fields else None
-    return ReleaseReply(head.code, head.pool_name, head.counters, lease)
+    code, name, counters, *f = raw
+    return ReleaseReply(
+        text(code),
+        None if name is None else text(name),
+        counters,
+        f[0] if f else None,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class RenewReply:
+class RenewReply(NamedTuple):
     """``renew.lua``: the lease record after the call (``ok``/``lost``)."""
 
     code: str
@@ -184,8 +171,7 @@ def renew_reply(raw: Sequence[Any]) -> RenewReply:
     return RenewReply(head.code, head.fields[0] if head.fields else None)
 
 
-@dataclass(frozen=True, slots=True)
-class ReclaimReply:
+class ReclaimReply(NamedTuple):
     """``reclaim.lua``: leases reclaimed, whether more are due, the next deadline ('')."""
 
     code: str
@@ -203,13 +189,12 @@ def reclaim_reply(raw: Sequence[Any]) -> ReclaimReply:
     return ReclaimReply(head.code, int(reclaimed), more == 1, next_deadline)
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyReply:
+class ProxyReply(NamedTuple):
     """``health.lua``: the proxy after the call (``ok``): state, lease count and record."""
 
     code: str
     state: Any = None
-    count: Any = None
+    lease_count: Any = None
     record: Any = None
 
 
@@ -230,8 +215,7 @@ def code_of(raw: Sequence[Any]) -> str:
     return pool_reply(raw).code
 
 
-@dataclass(frozen=True, slots=True)
-class AuditReply:
+class AuditReply(NamedTuple):
     """``audit.lua``: one step's next cursor, its three figures and the drift it found.
 
     The figures: for ``counts`` the pool's ``sched`` field, its active leases and earliest

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from hashlib import sha1
 from importlib import resources
 from pathlib import Path
@@ -60,7 +60,7 @@ class ScriptSource:
     text: str
     parts: tuple[tuple[str, int], ...]
 
-    @property
+    @cached_property
     def sha(self) -> str:
         """Return the SHA1 Redis knows the script by."""
         return sha1(self.text.encode(), usedforsecurity=False).hexdigest()

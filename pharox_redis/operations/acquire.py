@@ -12,9 +12,8 @@ returns the lease the first run made instead of a second one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 from uuid import UUID
 
 from pharox import Lease, LeaseStatus, PoolStatsSnapshot, Proxy, ProxyFilters, SelectorStrategy
@@ -34,8 +33,7 @@ ACQUIRE_RECLAIM = 16  # expired leases of its pool one acquire reclaims on the w
 LEASE_CANDIDATES = 8  # predicate-approved proxies one compare-and-lease call may try
 
 
-@dataclass(frozen=True, slots=True)
-class AcquireRequest:
+class AcquireRequest(NamedTuple):
     """What one acquire asks for; ``lease_id`` is fixed before the first attempt."""
 
     pool_name: str
@@ -46,8 +44,7 @@ class AcquireRequest:
     lease_id: UUID
 
 
-@dataclass(frozen=True, slots=True)
-class Acquired:
+class Acquired(NamedTuple):
     """The outcome of an acquire: the lease and its proxy (or None), and the pool counters."""
 
     lease: Optional[Lease]
@@ -63,7 +60,7 @@ def acquire(ctx: Context, request: AcquireRequest) -> Op[Acquired]:
     """Lease a proxy from a pool by selector and filters; ``lease`` is None when none fits."""
     duration_us = lease_duration_us(request.duration_seconds)
     filter_json = compile_filters(request.filters).json
-    check_text(request.pool_name, "pool_name")
+    check_text(request.pool_name, "pool_name")  # refused before a consumer is created
     consumer_id = yield from ensure_consumer(ctx, request.consumer_name)
 
     def attempt(pool_id: UUID) -> Op[Union[Acquired, Stale]]:
@@ -120,7 +117,7 @@ def _acquire_in(
             if leased is None or not leased.state or not leased.record:
                 return Acquired(None, None, reply.counters)  # the proxy was deleted since
             proxy = codec.decode_proxy(
-                leased.proxy_id, pool_id, leased.state, leased.count, leased.record
+                leased.proxy_id, pool_id, leased.state, leased.lease_count, leased.record
             )
             return _acquired(ctx, request, pool_id, reply.lease, proxy, reply.counters)
         counters = reply.counters
@@ -145,7 +142,7 @@ def _acquire_in(
                     got = yield from read_proxy(ctx, pool_id, held.proxy_id)
                 if got is None:
                     return Acquired(None, None, taken.counters)
-                got.current_leases = taken.count
+                got.current_leases = taken.lease_count
                 return _acquired(ctx, request, pool_id, taken.lease, got, taken.counters)
             counters = taken.counters  # 'unavailable' or 'missing': others were faster
         if reply.next_offset < 0:

@@ -1,15 +1,17 @@
-"""What one round trip is made of: calls, batches, and the operations that yield them."""
+"""What one round trip is made of: calls, batches, and the operations that yield them.
+
+The records are named tuples: several are built for every acquire and release, and a tuple
+is the cheapest immutable record to build.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Generator, Optional, Sequence, TypeVar, Union
+from typing import Any, Generator, NamedTuple, Optional, Sequence, TypeVar, Union
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class ScriptCall:
+class ScriptCall(NamedTuple):
     """Run one of the scripts in ``lua/`` with these KEYS and ARGV."""
 
     name: str
@@ -17,8 +19,7 @@ class ScriptCall:
     args: Sequence[Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """Run one plain Redis command.
 
     Attributes
@@ -38,8 +39,7 @@ class Command:
 Call = Union[ScriptCall, Command]
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     """Calls sent in one round trip; ``atomic`` wraps them in MULTI/EXEC (one slot only)."""
 
     calls: Sequence[Call]

@@ -61,7 +61,9 @@ def record_health(
         reply = replies.proxy_reply(raw)
         if reply.code != "ok":
             return STALE
-        return codec.decode_proxy(str(proxy_id), pool_id, reply.state, reply.count, reply.record)
+        return codec.decode_proxy(
+            str(proxy_id), pool_id, reply.state, reply.lease_count, reply.record
+        )
 
     return (yield from in_proxy_pool(ctx, proxy_id, record))
 

@@ -9,24 +9,22 @@ round trip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 from uuid import UUID, uuid4
 
 from pharox import Lease, LeaseStatus, Proxy, ProxyNotFoundError, ProxyUnavailableError
 
 from .. import codec, replies
 from ..errors import LeaseLostError, NotReplicatedError
-from ..replies import Counters, LeaseReply, ReleaseReply
+from ..replies import Counters, LeaseReply
 from .batch import STALE, Batch, Call, Command, Op, ScriptCall, Stale, one
 from .context import Context
 from .resolve import ensure_consumer, in_proxy_pool, lease_location, pool_list
 from .validation import lease_duration_us, parse_uuid
 
 
-@dataclass(frozen=True, slots=True)
-class Released:
+class Released(NamedTuple):
     """The outcome of a release.
 
     Attributes
@@ -44,6 +42,9 @@ class Released:
     released_at: Optional[datetime]
     counters: Optional[Counters]
     expired: bool = False
+
+
+NOTHING_RELEASED = Released(None, None)
 
 
 def create_lease(
@@ -167,31 +168,26 @@ def release_call(ctx: Context, pool_id: UUID, lease_id: UUID) -> ScriptCall:
     return ScriptCall("release", ctx.keys.pool(pool_id), (str(lease_id), ctx.retention_us))
 
 
-def release(ctx: Context, lease: Lease) -> Op[Optional[ReleaseReply]]:
-    """Release a lease (idempotent) and return the script's reply.
+def release(ctx: Context, lease: Lease) -> Op[Released]:
+    """Release a lease (idempotent); return when it ended and the counters after it.
 
-    None when the lease's pool is unknown or gone, or no lease has such an id.
+    Nothing is known (all None) when the lease's pool is unknown or gone, or no lease has
+    such an id.
     """
     if not isinstance(lease, Lease):
         raise ValueError(f"expected a pharox Lease, got {type(lease).__name__}")
     if not isinstance(lease.id, UUID):
-        return None
+        return NOTHING_RELEASED
     pool_id = lease.pool_id if isinstance(lease.pool_id, UUID) else None
     if pool_id is None:
         found = yield from lease_location(ctx, lease.id)
         if found is None:
-            return None
+            return NOTHING_RELEASED
         pool_id = found[0]
     (raw,) = yield one(release_call(ctx, pool_id, lease.id))
     reply = replies.release_reply(raw)
-    return None if reply.code == "nopool" else reply
-
-
-def released(ctx: Context, lease: Lease) -> Op[Released]:
-    """Release a lease (idempotent); return when it ended and the counters after it."""
-    reply = yield from release(ctx, lease)
-    if reply is None:
-        return Released(None, None)
+    if reply.code == "nopool":
+        return NOTHING_RELEASED
     ended = None if reply.lease is None else codec.lease_released_at(reply.lease)
     return Released(ended, reply.counters, reply.code == "expired")
 

@@ -45,13 +45,19 @@ def in_named_pool(ctx: Context, name: str, attempt: Attempt[T]) -> Op[Optional[T
     When the attempt answers :data:`~pharox_redis.operations.batch.STALE` (the cached id no
     longer stands for that name), the name is resolved again and the attempt made once more.
     """
-    for refresh in (False, True):
-        uid = yield from pool_id(ctx, name, refresh)
-        if uid is None:
-            return None
+    check_text(name, "pool_name")
+    uid = ctx.pool_ids.get(name) if name else None  # a cached name costs no round trip
+    refreshed = uid is None
+    if refreshed:
+        uid = yield from pool_id(ctx, name, refresh=True)
+    while uid is not None:
         result = yield from attempt(uid)
         if not isinstance(result, Stale):
             return result
+        if refreshed:
+            return None
+        refreshed = True
+        uid = yield from pool_id(ctx, name, refresh=True)
     return None
 
 

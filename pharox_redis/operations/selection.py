@@ -30,7 +30,7 @@ def matching(
     """Yield, in selector order, the candidates that match: decided in Lua or by the predicate."""
     for candidate in found:
         proxy = codec.decode_proxy(
-            candidate.proxy_id, pool_id, candidate.state, candidate.count, candidate.record
+            candidate.proxy_id, pool_id, candidate.state, candidate.lease_count, candidate.record
         )
         if candidate.decided or (filters is not None and filters.matches(proxy)):
             yield proxy

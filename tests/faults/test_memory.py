@@ -50,7 +50,7 @@ def drive_pipelined(storage: RedisStorage, ops: Sequence[Op[Any]]) -> list[Any]:
             assert not batch.atomic
             for call in batch.calls:
                 # redis-py leaves execute_command untyped; a wire command has no typed method
-                pipe.execute_command(*storage.executor.wire(call).args, **RAW)  # type: ignore[no-untyped-call]
+                pipe.execute_command(*storage.executor.command(call), **RAW)  # type: ignore[no-untyped-call]
         replies = pipe.execute()
         following = []
         at = 0
@@ -87,7 +87,7 @@ def test_memory_stays_flat_over_100k_cycles(opened: list[RedisStorage]) -> None:
             ops = [acquire.acquire(storage.context, r) for r in asked]
             held = [a.lease for a in drive_pipelined(storage, ops) if a.lease is not None]
             assert len(held) == n
-            drive_pipelined(storage, [leases.released(storage.context, x) for x in held])
+            drive_pipelined(storage, [leases.release(storage.context, x) for x in held])
             return {str(x.id) for x in held}
 
         def sample() -> tuple[int, int, int]:
