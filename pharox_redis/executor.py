@@ -17,33 +17,28 @@ What a batch becomes on the wire:
 * a Redis error becomes :class:`~pharox_redis.errors.RedisStorageError`, a Lua error naming
   the file and line of ``lua/`` it came from.
 
-Extension point. A deployment that routes commands (Redis Cluster) or reconnects (Sentinel)
-subclasses an executor and overrides :meth:`Executor.send`: one round trip of calls, each of
-which says which slot it belongs to (:func:`slot_key`: a script call's first key, a command's
-``route``), so a cluster executor can group them by node; and, where ``MULTI`` cannot carry
-``SCRIPT LOAD`` to the right node, :meth:`BatchPlan.reload_plan`. Observers
-(``executor.observers``) see every batch before it is sent: the public hook for counting
-round trips.
+Extension point. A deployment that routes commands subclasses an executor and overrides
+:meth:`Executor.send` (one round trip of calls) and :meth:`Executor.scan`: every call says
+which slot it belongs to (:func:`~pharox_redis.operations.batch.slot_key`), so the cluster
+executors (``cluster.py``) group a batch by node and send each part with :meth:`send_to`,
+still one round trip per node. Sentinel needs no executor of its own: its client reconnects
+to the new master by itself. Observers (``executor.observers``) see every batch before it is
+sent: the public hook for counting round trips.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .errors import RedisStorageError
-from .operations.batch import Batch, Call, Command, Op, ScriptCall
+from .operations.batch import Batch, Call, Command, Op, Scan, ScriptCall
 from .scripts import ScriptSource, sources
 
 T = TypeVar("T")
 RAW = {NEVER_DECODE: True}
-
-
-def slot_key(call: Call) -> Optional[str]:
-    """Return a key whose slot a call must run in (None: any node will do)."""
-    return call.keys[0] if isinstance(call, ScriptCall) else call.route
 
 
 class BatchPlan:
@@ -66,6 +61,8 @@ class BatchPlan:
         """Return the command a call sends (``EVALSHA`` for a script)."""
         if isinstance(call, ScriptCall):
             return ("EVALSHA", self.shas[call.name], len(call.keys), *call.keys, *call.args)
+        if isinstance(call, Scan):
+            raise ValueError("a Scan is sent in a batch of its own")
         return tuple(call.args)
 
     def outgoing(self, batch: Batch) -> Sequence[Call]:
@@ -163,6 +160,8 @@ class Executor(BatchPlan):
     def execute(self, batch: Batch) -> list[Any]:
         """Send one batch (one round trip, two after NOSCRIPT) and return its replies."""
         try:
+            if isinstance(batch.calls[0], Scan):
+                return [self.scan(self.outgoing(batch)[0])]  # type: ignore[arg-type]
             replies = self.send(self.outgoing(batch), batch.atomic)
             if not self.failed(replies):
                 return replies
@@ -175,15 +174,23 @@ class Executor(BatchPlan):
 
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send calls in one round trip; a call's error comes back as its reply."""
+        return self.send_to(self.client, calls, atomic)
+
+    def send_to(self, client: Any, calls: Sequence[Call], atomic: bool) -> list[Any]:
+        """Send calls in one round trip on a plain client (a server, or a cluster's node)."""
         if len(calls) == 1 and not atomic:
             try:
-                return [self.client.execute_command(*self.command(calls[0]), **RAW)]
+                return [client.execute_command(*self.command(calls[0]), **RAW)]
             except ResponseError as exc:
                 return [exc]
-        pipe = self.client.pipeline(transaction=atomic)
+        pipe = client.pipeline(transaction=atomic)
         for call in calls:
             pipe.execute_command(*self.command(call), **RAW)
         return list(pipe.execute(raise_on_error=False))
+
+    def scan(self, call: Scan) -> list[Any]:
+        """Return every key matching the pattern (``SCAN`` to the end)."""
+        return list(self.client.scan_iter(match=call.pattern, count=call.page))
 
 
 class AsyncExecutor(BatchPlan):
@@ -201,6 +208,8 @@ class AsyncExecutor(BatchPlan):
     async def execute(self, batch: Batch) -> list[Any]:
         """Send one batch (one round trip, two after NOSCRIPT) and return its replies."""
         try:
+            if isinstance(batch.calls[0], Scan):
+                return [await self.scan(self.outgoing(batch)[0])]  # type: ignore[arg-type]
             replies = await self.send(self.outgoing(batch), batch.atomic)
             if not self.failed(replies):
                 return replies
@@ -213,12 +222,20 @@ class AsyncExecutor(BatchPlan):
 
     async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send calls in one round trip; a call's error comes back as its reply."""
+        return await self.send_to(self.client, calls, atomic)
+
+    async def send_to(self, client: Any, calls: Sequence[Call], atomic: bool) -> list[Any]:
+        """Send calls in one round trip on a plain client (a server, or a cluster's node)."""
         if len(calls) == 1 and not atomic:
             try:
-                return [await self.client.execute_command(*self.command(calls[0]), **RAW)]
+                return [await client.execute_command(*self.command(calls[0]), **RAW)]
             except ResponseError as exc:
                 return [exc]
-        pipe = self.client.pipeline(transaction=atomic)
+        pipe = client.pipeline(transaction=atomic)
         for call in calls:
             pipe.execute_command(*self.command(call), **RAW)
         return list(await pipe.execute(raise_on_error=False))
+
+    async def scan(self, call: Scan) -> list[Any]:
+        """Return every key matching the pattern (``SCAN`` to the end)."""
+        return [key async for key in self.client.scan_iter(match=call.pattern, count=call.page)]

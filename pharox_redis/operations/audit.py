@@ -24,7 +24,7 @@ from uuid import UUID
 
 from .. import replies
 from ..codec import text
-from .batch import Batch, Command, Op, ScriptCall, one
+from .batch import Batch, Command, Op, Scan, ScriptCall, one
 from .cleanup import CLAIM_GRACE_US
 from .context import Context
 from .pools import drop_pool_keys
@@ -234,20 +234,17 @@ def _registry_drift(
 
 
 def _stored_pool_ids(ctx: Context) -> Op[set[UUID]]:
-    """Return the id of every pool that has keys, registered or not (SCAN)."""
+    """Return the id of every pool that has keys, registered or not (SCAN, every node)."""
     prefix = ctx.keys.prefix
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + ":{p:*"
     tag = re.compile(re.escape(prefix) + r":\{p:([0-9a-f-]{36})\}:")
+    (keys,) = yield one(Scan(pattern))
     found: set[UUID] = set()
-    cursor = 0
-    while True:
-        ((cursor, keys),) = yield one(Command(("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)))
-        for key in keys:
-            match = tag.match(text(key))
-            if match:
-                found.add(UUID(match.group(1)))
-        if int(cursor) == 0:
-            return found
+    for key in keys:
+        match = tag.match(text(key))
+        if match:
+            found.add(UUID(match.group(1)))
+    return found
 
 
 def _check_schedule(

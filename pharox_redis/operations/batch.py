@@ -36,7 +36,37 @@ class Command(NamedTuple):
     route: Optional[str] = None
 
 
-Call = Union[ScriptCall, Command]
+class Scan(NamedTuple):
+    """Every key matching ``pattern``, on every node: ``SCAN`` to its end (audit only).
+
+    The one call that takes more than a round trip: on a cluster each master has a cursor
+    of its own, so the executor walks them all. It is sent in a batch of its own.
+    """
+
+    pattern: str
+    page: int = 1000
+
+
+Call = Union[ScriptCall, Command, Scan]
+
+KEYLESS = frozenset({"TIME", "WAIT", "SCAN", "MULTI", "EXEC", "SCRIPT", "PING"})
+
+
+def slot_key(call: Call) -> Optional[str]:
+    """Return a key whose slot a call must run in (None: any node will do).
+
+    A script call's first key; a command's ``route``, else its first argument unless the
+    command takes no key. Every call of this package names its keys this way, which is
+    what lets a cluster executor route it.
+    """
+    if isinstance(call, ScriptCall):
+        return call.keys[0]
+    if isinstance(call, Command):
+        if call.route is not None:
+            return call.route
+        if str(call.args[0]).upper() not in KEYLESS:
+            return str(call.args[1])
+    return None
 
 
 class Batch(NamedTuple):

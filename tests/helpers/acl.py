@@ -44,14 +44,17 @@ def lua_commands() -> set[str]:
 
 
 def plain_commands() -> set[str]:
-    """Return every plain command the library sends (``Command(("NAME", ...))``).
+    """Return every plain command the library sends (``Command(("NAME", ...))``, ``Scan``).
 
     A command with a subcommand (``SCRIPT LOAD``) is named as the ACL names it:
     ``script|load``.
     """
     source = "\n".join(path.read_text() for path in sorted((ROOT / "pharox_redis").rglob("*.py")))
     found = re.findall(r'Command\(\(\s*"(\w+)"(?:,\s*"([A-Z]+)")?', source)
-    return {f"{name}|{sub}".lower() if name == "SCRIPT" else name.lower() for name, sub in found}
+    names = {f"{name}|{sub}".lower() if name == "SCRIPT" else name.lower() for name, sub in found}
+    if re.search(r"\bScan\(", source):  # the executors walk a Scan with SCAN
+        names.add("scan")
+    return names
 
 
 def command_counts(admin: redis.Redis) -> dict[str, int]:

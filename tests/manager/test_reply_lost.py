@@ -34,7 +34,7 @@ from pharox_redis import (
     RedisStorage,
     RedisStorageError,
 )
-from pharox_redis.operations.batch import Batch
+from pharox_redis.operations.batch import Batch, ScriptCall
 from pharox_redis.scripts import sources
 from pharox_redis.server import RedisServer
 
@@ -145,7 +145,8 @@ def from_url_storage(url: str, opened: list[RedisStorage]) -> RedisStorage:
 
 def lease_ids(batches: list[Batch]) -> list[str]:
     """The lease id each acquire.lua call carried."""
-    return [str(c.args[6]) for b in batches for c in b.calls if getattr(c, "name", "") == "acquire"]
+    calls = [c for b in batches for c in b.calls]
+    return [str(c.args[6]) for c in calls if isinstance(c, ScriptCall) and c.name == "acquire"]
 
 
 def lose_an_acquire(
