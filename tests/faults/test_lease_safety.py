@@ -90,7 +90,9 @@ def test_a_partitioned_sync_holder_knows_before_anyone_gets_its_proxy(prefix: st
         assert deadline < started + LEASE and deadline < other.got_at
         assert deadline <= knows < deadline + 0.5
         assert left - knows < 0.5  # leaving sends nothing through the dead connection
-        assert "deadline passed: it could not be renewed" in str(info.value)
+        # The keep-alive's message ("...: it could not be renewed (...)"), or check()'s when
+        # the holder looked first: either way, the deadline.
+        assert "deadline passed" in str(info.value)
         assert got is not None
         lease = direct.get_lease(str(got.lease.id))
         assert lease is not None and lease.status is LeaseStatus.RELEASED
