@@ -2,8 +2,8 @@
 -- the pools the caller has just reclaimed. A pool handed out is claimed: its hint moves
 -- `grace` into the future, so if the caller dies before putting it back, cleanup visits the
 -- pool again then.
--- KEYS[1] <prefix>:{global}:deadlines  zset  pool id -> earliest deadline hint (us)
--- KEYS[2] <prefix>:{global}:claims     hash  pool id -> "<claim> [<earliest deadline scheduled since>]"
+-- KEYS[1] <prefix>:{<prefix>:global}:deadlines  zset  pool id -> earliest deadline hint (us)
+-- KEYS[2] <prefix>:{<prefix>:global}:claims     hash  pool id -> "<claim> [<earliest deadline scheduled since>]"
 -- ARGV[1] most pools handed out (integer >= 1)
 -- ARGV[2] grace in microseconds (integer > 0)
 -- ARGV[3..] triples to put back: pool id, the claim this call's caller got, the pool's

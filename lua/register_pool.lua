@@ -1,7 +1,7 @@
 -- register_pool.lua: record a pool's id and name in the global registry; a rename frees the
 -- old name. Refuses a name that another pool holds, writing nothing.
--- KEYS[1] <prefix>:{global}:pool-ids    hash  pool id -> name
--- KEYS[2] <prefix>:{global}:pool-names  hash  name -> pool id
+-- KEYS[1] <prefix>:{<prefix>:global}:pool-ids    hash  pool id -> name
+-- KEYS[2] <prefix>:{<prefix>:global}:pool-names  hash  name -> pool id
 -- ARGV[1] pool id (UUID string)
 -- ARGV[2] pool name (string)
 -- Returns {'ok'} | {'conflict', id of the pool holding the name}

@@ -6,8 +6,8 @@
 -- While a cleaner holds the pool (due.lua), the entry is its claim and its put-back would
 -- overwrite what this call writes, so the deadline is also left in the claim for the
 -- put-back to keep.
--- KEYS[1] <prefix>:{global}:deadlines  zset  pool id -> earliest deadline hint (us)
--- KEYS[2] <prefix>:{global}:claims     hash  pool id -> "<claim> [<earliest deadline scheduled since>]"
+-- KEYS[1] <prefix>:{<prefix>:global}:deadlines  zset  pool id -> earliest deadline hint (us)
+-- KEYS[2] <prefix>:{<prefix>:global}:claims     hash  pool id -> "<claim> [<earliest deadline scheduled since>]"
 -- ARGV[1] pool id (UUID string)
 -- ARGV[2] lease duration in microseconds (integer > 0)
 -- Returns 1

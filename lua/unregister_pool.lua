@@ -1,8 +1,8 @@
 -- unregister_pool.lua: remove a pool from the global registry.
--- KEYS[1] <prefix>:{global}:pool-ids    hash  pool id -> name
--- KEYS[2] <prefix>:{global}:pool-names  hash  name -> pool id
--- KEYS[3] <prefix>:{global}:deadlines   zset  pool id -> earliest deadline hint
--- KEYS[4] <prefix>:{global}:claims      hash  pool id -> cleanup claim (see due.lua)
+-- KEYS[1] <prefix>:{<prefix>:global}:pool-ids    hash  pool id -> name
+-- KEYS[2] <prefix>:{<prefix>:global}:pool-names  hash  name -> pool id
+-- KEYS[3] <prefix>:{<prefix>:global}:deadlines   zset  pool id -> earliest deadline hint
+-- KEYS[4] <prefix>:{<prefix>:global}:claims      hash  pool id -> cleanup claim (see due.lua)
 -- ARGV[1] pool id (UUID string)
 -- Returns {'ok'} | {'missing'}
 local pool_id = ARGV[1]

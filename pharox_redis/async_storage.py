@@ -23,7 +23,8 @@ from pharox import (
 )
 from pharox.storage import IAsyncStorage
 
-from .connect import StorageBase, client_options, split_options
+from .cluster import AsyncClusterExecutor
+from .connect import ASYNC, StorageBase, client_from_url, split_options
 from .executor import AsyncExecutor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
@@ -35,36 +36,38 @@ class AsyncRedisStorage(StorageBase, IAsyncStorage):
 
     Parameters are those of :class:`~pharox_redis.connect.StorageBase`: a
     ``redis.asyncio.Redis`` client, then ``prefix``, ``lease_retention_seconds``,
-    ``health_history``, ``wait_replicas`` and ``wait_timeout``.
+    ``health_history``, ``wait_replicas``, ``wait_timeout`` and ``failover_timeout``.
     """
 
-    client: redis.asyncio.Redis
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
     executor: AsyncExecutor
     executor_class = AsyncExecutor
+    cluster_executor_class = AsyncClusterExecutor
 
     @classmethod
     def from_url(
         cls, url: str, *, socket_timeout: float = 5.0, **options: Any
     ) -> AsyncRedisStorage:
-        """Connect to ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+        """Connect to ``url``: one server, a Redis Cluster or a Sentinel-managed master.
 
         Parameters
         ----------
         url:
-            The Redis URL.
+            ``redis://``, ``rediss://`` or ``unix://`` for one server;
+            ``redis+cluster://host:port[,host:port...]`` (or ``cluster=True``) for a Redis
+            Cluster; ``redis+sentinel://host:port[,host:port...]/service[/db]`` for the
+            master Sentinel names (``rediss+...`` for TLS).
         socket_timeout:
             Seconds before a connect or a command times out; the call then raises
             :class:`~pharox_redis.errors.RedisStorageError`.
         **options:
             The storage's own options (see the class) go to the storage; anything else to
-            ``redis.asyncio.Redis.from_url``.
+            the redis-py client (``redis.asyncio.Redis.from_url``, ``RedisCluster.from_url`` or
+            ``Sentinel.master_for``).
 
         """
         own = split_options(options)
-        client = redis.asyncio.Redis.from_url(
-            url, **{**client_options(socket_timeout, asyncio=True), **options}
-        )
-        return cls(client, **own)
+        return cls(client_from_url(url, ASYNC, socket_timeout, options, own), **own)
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -1,20 +1,38 @@
-"""Connecting: the options ``from_url`` gives redis-py, and what the storages share.
+"""Connecting: the clients ``from_url`` builds, and the constructor both storages share.
 
 Both storages take a client (``RedisStorage(client)``) or build one (``from_url``), hold a
 :class:`~pharox_redis.operations.context.Context` (key schema, settings, caches) and an
-executor (``executor.py``); :class:`StorageBase` is that shared constructor.
+executor: the plain one for a server or a Sentinel master, the cluster one (``cluster.py``)
+for a ``RedisCluster`` client.
+
+URLs ``from_url`` understands:
+
+* ``redis://``, ``rediss://``, ``unix://``: one server;
+* ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS), or any of the
+  above with ``cluster=True``: a Redis Cluster, found from these startup nodes;
+* ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
+  (``rediss+sentinel://``): the master Sentinel names for ``service``, found again after a
+  failover.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .executor import BatchPlan
+from .cluster import DEFAULT_FAILOVER_TIMEOUT, AsyncClusterExecutor, ClusterExecutor
+from .executor import AsyncExecutor, Executor
 from .keys import KeySchema
 from .operations.context import Context
 
@@ -27,7 +45,9 @@ STORAGE_OPTIONS = (
     "health_history",
     "wait_replicas",
     "wait_timeout",
+    "failover_timeout",
 )
+CLUSTER_CLIENTS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 
 
 class StorageBase:
@@ -36,8 +56,9 @@ class StorageBase:
     Parameters
     ----------
     client:
-        A redis-py client (``decode_responses`` on or off): ``redis.Redis`` for
-        ``RedisStorage``, ``redis.asyncio.Redis`` for ``AsyncRedisStorage``.
+        A redis-py client (``decode_responses`` on or off): ``redis.Redis``, a
+        ``RedisCluster`` or a Sentinel's ``master_for(...)`` for ``RedisStorage``; their
+        ``redis.asyncio`` counterparts for ``AsyncRedisStorage``.
     prefix:
         Namespace of every key (see :class:`~pharox_redis.keys.KeySchema`).
     lease_retention_seconds:
@@ -46,16 +67,21 @@ class StorageBase:
     health_history:
         Most health records kept per proxy.
     wait_replicas:
-        Replicas that must have a new lease before it is handed out (``WAIT`` pipelined
-        after every lease-making call; default 0, no waiting). When fewer acknowledge it
-        within ``wait_timeout``, the lease is released and
-        :class:`~pharox_redis.errors.NotReplicatedError` raised.
+        Replicas that must have a new lease (and a release) before the call returns
+        (``WAIT`` pipelined after every lease-making or releasing call, to the pool's node;
+        default 0, no waiting). When fewer acknowledge a new lease within ``wait_timeout``,
+        it is released and :class:`~pharox_redis.errors.NotReplicatedError` raised.
     wait_timeout:
         Seconds ``WAIT`` blocks at most (default 0.05).
+    failover_timeout:
+        On a Redis Cluster, seconds a batch is sent again while a node fails over or a slot
+        moves (default 15).
 
     """
 
-    executor_class: type[BatchPlan]
+    executor: Executor | AsyncExecutor
+    executor_class: type[Executor] | type[AsyncExecutor]
+    cluster_executor_class: type[ClusterExecutor] | type[AsyncClusterExecutor]
 
     def __init__(
         self,
@@ -66,12 +92,43 @@ class StorageBase:
         health_history: int = DEFAULT_HEALTH_HISTORY,
         wait_replicas: int = 0,
         wait_timeout: float = 0.05,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
     ) -> None:
         self.client = client
         self.context = Context(
             KeySchema(prefix), lease_retention_seconds, health_history, wait_replicas, wait_timeout
         )
-        self.executor = self.executor_class(client)
+        if isinstance(client, CLUSTER_CLIENTS):
+            self.executor = self.cluster_executor_class(client, failover_timeout)
+        else:
+            self.executor = self.executor_class(client)
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """The redis-py classes ``from_url`` builds clients with: sync or asyncio."""
+
+    redis: Any
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    retry: Any
+
+
+SYNC = Flavor(
+    redis.Redis,
+    redis.cluster.RedisCluster,
+    redis.cluster.ClusterNode,
+    redis.sentinel.Sentinel,
+    Retry,
+)
+ASYNC = Flavor(
+    redis.asyncio.Redis,
+    redis.asyncio.cluster.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    AsyncRetry,
+)
 
 
 def split_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +136,71 @@ def split_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: options.pop(k) for k in STORAGE_OPTIONS if k in options}
 
 
-def client_options(socket_timeout: float, asyncio: bool = False) -> dict[str, Any]:
+def client_from_url(
+    url: str, flavor: Flavor, socket_timeout: float, options: dict[str, Any], own: dict[str, Any]
+) -> Any:
+    """Build the client a ``from_url`` URL names (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For a URL scheme this module does not know, or a Sentinel URL without a service.
+
+    """
+    scheme, sep, rest = url.partition("://")
+    base, _, shape = scheme.partition("+")
+    if options.pop("cluster", False):
+        shape = shape or "cluster"
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+    if shape == "cluster":
+        auth, hosts, tail = _hosts(rest)
+        nodes = [flavor.cluster_node(host, port) for host, port in hosts]
+        first = f"{base}://{auth}{hosts[0][0]}:{hosts[0][1]}{tail}"
+        return flavor.cluster.from_url(first, startup_nodes=nodes, **{**timeouts, **options})
+    if shape == "sentinel":
+        return _sentinel_master(base, rest, flavor, socket_timeout, options, own)
+    if shape or not sep:
+        raise ValueError(f"unknown Redis URL scheme {scheme!r} (see RedisStorage.from_url)")
+    return flavor.redis.from_url(url, **{**client_options(socket_timeout, flavor), **options})
+
+
+def _sentinel_master(
+    base: str,
+    rest: str,
+    flavor: Flavor,
+    socket_timeout: float,
+    options: dict[str, Any],
+    own: dict[str, Any],
+) -> Any:
+    """Return ``Sentinel(...).master_for(service)`` for a ``redis+sentinel://`` URL."""
+    auth, hosts, tail = _hosts(rest)
+    path = [part for part in tail.partition("?")[0].split("/") if part]
+    if not path:
+        raise ValueError("a redis+sentinel:// URL names the service: .../service[/db]")
+    service, db = path[0], int(path[1]) if len(path) > 1 else 0
+    user, _, password = auth.rstrip("@").partition(":")
+    credentials = {"username": user or None, "password": password or None} if auth else {}
+    failover = float(own.get("failover_timeout", DEFAULT_FAILOVER_TIMEOUT))
+    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
+    sentinel = flavor.sentinel(hosts, sentinel_kwargs=timeouts, ssl=base == "rediss", **credentials)
+    master_options = client_options(socket_timeout, flavor, failover)
+    return sentinel.master_for(service, db=db, **{**master_options, **options})
+
+
+def _hosts(rest: str) -> tuple[str, list[tuple[str, int]], str]:
+    """Split ``[auth@]host:port[,host:port...][/tail]`` into auth, hosts and the tail."""
+    authority, slash, path = rest.partition("/")
+    auth, at, hostlist = authority.rpartition("@")
+    hosts = []
+    for item in hostlist.split(","):
+        host, _, port = item.rpartition(":")
+        hosts.append((host or item, int(port) if host else 6379))
+    return (auth + at), hosts, slash + path
+
+
+def client_options(
+    socket_timeout: float, flavor: Flavor = SYNC, failover_timeout: Optional[float] = None
+) -> dict[str, Any]:
     """Return the connection options ``from_url`` uses: timeouts and a bounded retry.
 
     A dropped or refused connection (``ConnectionError``, which includes Redis still
@@ -87,7 +208,9 @@ def client_options(socket_timeout: float, asyncio: bool = False) -> dict[str, An
     re-sending is safe because every script is idempotent. A timeout is not retried here:
     ``socket_timeout`` is what the caller agreed to wait, and redis-py would wait it again
     on every attempt. The managers' own ``retries`` re-send a lost acquire or release,
-    timeouts included.
+    timeouts included. Behind Sentinel (``failover_timeout`` given) a connection error is
+    retried until about that many seconds have passed, pauses growing to 1 s, long enough
+    for Sentinel to promote a replica (``MasterNotFoundError`` is a ``ConnectionError``).
 
     No ``health_check_interval``: redis-py runs its PING under the same ``Retry``, nested
     inside the command's own, so against a stalled server one command waited 16 socket
@@ -95,13 +218,15 @@ def client_options(socket_timeout: float, asyncio: bool = False) -> dict[str, An
     redis.asyncio needs its own ``Retry`` class: the sync one would not await the attempt
     it retries.
     """
-    retry_class = AsyncRetry if asyncio else Retry
+    retries, backoff = 3, ExponentialBackoff(cap=0.5, base=0.02)
+    if failover_timeout is not None:
+        # 0.1, 0.2, 0.4, 0.8 s, then 1 s apart: 1.5 s for the first four, 1 s each after.
+        retries = 4 + max(0, math.ceil(failover_timeout - 1.5))
+        backoff = ExponentialBackoff(cap=1.0, base=0.05)
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
-        "retry": retry_class(
-            ExponentialBackoff(cap=0.5, base=0.02), retries=3, supported_errors=RETRIED_ERRORS
-        ),
+        "retry": flavor.retry(backoff, retries=retries, supported_errors=RETRIED_ERRORS),
         "retry_on_error": list(RETRIED_ERRORS),
     }
 

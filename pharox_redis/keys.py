@@ -2,8 +2,8 @@
 
 Every key has the configurable prefix. A pool's keys share the hash tag ``{p:<pool-uuid>}``,
 built from the pool's UUID and never from its user-supplied name, so each pool lives in one
-cluster slot and its scripts run on one node. The global registries share the tag
-``{global}``.
+cluster slot and its scripts run on one node. The global registries of a prefix share the
+tag ``{<prefix>:global}``.
 """
 
 from __future__ import annotations
@@ -60,13 +60,24 @@ class PoolKeys(NamedTuple):
 
 
 class GlobalKeys(NamedTuple):
-    """Registries that span pools."""
+    """Registries that span pools, under one hash tag of their own per prefix.
+
+    * ``pool_ids`` / ``pool_names`` hashes: pool id <-> name.
+    * ``consumers`` hash: consumer name -> id.
+    * ``deadlines`` zset: pool id -> the earliest deadline it may hold (cleanup's index).
+    * ``claims`` hash: pool id -> the claim of the cleaner visiting it (see ``lua/due.lua``).
+    """
 
     pool_ids: str
     pool_names: str
     consumers: str
     deadlines: str
     claims: str
+
+    @classmethod
+    def under(cls, tag: str) -> GlobalKeys:
+        """Return the registries whose names start with ``tag``."""
+        return cls(*(tag + field.replace("_", "-") for field in cls._fields))
 
 
 class KeySchema:
@@ -86,14 +97,11 @@ class KeySchema:
             raise ValueError(f"prefix must be a non-empty str without '{{' or '}}', got {prefix!r}")
         self.prefix = prefix
         self._pools: dict[UUID | str, PoolKeys] = {}
-        g = f"{prefix}:{{global}}:"
-        self.globals = GlobalKeys(
-            pool_ids=f"{g}pool-ids",
-            pool_names=f"{g}pool-names",
-            consumers=f"{g}consumers",
-            deadlines=f"{g}deadlines",
-            claims=f"{g}claims",
-        )
+        # The prefix is inside the hash tag, so each tenant's registries live in a slot of
+        # their own and tenants spread over a cluster's masters.
+        self.globals = GlobalKeys.under(f"{prefix}:{{{prefix}:global}}:")
+        # Where they were until 0.1.0: one slot for every prefix (``migrate`` moves them).
+        self.legacy_globals = GlobalKeys.under(f"{prefix}:{{global}}:")
 
     def pool(self, pool_id: UUID | str) -> PoolKeys:
         """Return the keys of the pool with this id (cached: every lease call needs them)."""

@@ -7,6 +7,7 @@ requested, and it is stopped and its folder removed on exit.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -16,10 +17,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Optional
 
+SERVER_VARIABLE = "PHAROX_REDIS_SERVER"
+
 
 def redis_server_binary() -> Optional[str]:
-    """Return the path of ``redis-server``, or None when it is not on PATH."""
-    return shutil.which("redis-server")
+    """Return the server binary to start: ``$PHAROX_REDIS_SERVER``, or ``redis-server``.
+
+    ``PHAROX_REDIS_SERVER=valkey-server`` (a name on PATH or a path) runs the demo, the
+    tests and the benchmarks on Valkey. None when the binary is not found.
+    """
+    return shutil.which(os.environ.get(SERVER_VARIABLE) or "redis-server")
 
 
 def free_port() -> int:
@@ -40,13 +47,20 @@ class RedisServer:
         Turn on AOF persistence (``appendfsync always``) so a restart keeps the data.
     extra:
         More ``--option value`` arguments for the server.
+    binary:
+        The server binary (default :func:`redis_server_binary`), e.g. a ``valkey-server``.
 
     """
 
     def __init__(
-        self, *, tcp: bool = False, appendonly: bool = False, extra: tuple[str, ...] = ()
+        self,
+        *,
+        tcp: bool = False,
+        appendonly: bool = False,
+        extra: tuple[str, ...] = (),
+        binary: Optional[str] = None,
     ) -> None:
-        binary = redis_server_binary()
+        binary = binary or redis_server_binary()
         if binary is None:
             raise FileNotFoundError("redis-server is not on PATH")
         self.binary = binary

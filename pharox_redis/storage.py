@@ -23,7 +23,8 @@ from pharox import (
     SelectorStrategy,
 )
 
-from .connect import StorageBase, client_options, split_options
+from .cluster import ClusterExecutor
+from .connect import SYNC, StorageBase, client_from_url, split_options
 from .executor import Executor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
@@ -35,32 +36,36 @@ class RedisStorage(StorageBase, IStorage):
 
     Parameters are those of :class:`~pharox_redis.connect.StorageBase`: a ``redis.Redis``
     client, then ``prefix``, ``lease_retention_seconds``, ``health_history``,
-    ``wait_replicas`` and ``wait_timeout``.
+    ``wait_replicas``, ``wait_timeout`` and ``failover_timeout``.
     """
 
-    client: redis.Redis
+    client: redis.Redis | redis.cluster.RedisCluster
     executor: Executor
     executor_class = Executor
+    cluster_executor_class = ClusterExecutor
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 5.0, **options: Any) -> RedisStorage:
-        """Connect to ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+        """Connect to ``url``: one server, a Redis Cluster or a Sentinel-managed master.
 
         Parameters
         ----------
         url:
-            The Redis URL.
+            ``redis://``, ``rediss://`` or ``unix://`` for one server;
+            ``redis+cluster://host:port[,host:port...]`` (or ``cluster=True``) for a Redis
+            Cluster; ``redis+sentinel://host:port[,host:port...]/service[/db]`` for the
+            master Sentinel names (``rediss+...`` for TLS).
         socket_timeout:
             Seconds before a connect or a command times out; the call then raises
             :class:`~pharox_redis.errors.RedisStorageError`.
         **options:
             The storage's own options (see the class) go to the storage; anything else to
-            ``redis.Redis.from_url``.
+            the redis-py client (``redis.Redis.from_url``, ``RedisCluster.from_url`` or
+            ``Sentinel.master_for``).
 
         """
         own = split_options(options)
-        client = redis.Redis.from_url(url, **{**client_options(socket_timeout), **options})
-        return cls(client, **own)
+        return cls(client_from_url(url, SYNC, socket_timeout, options, own), **own)
 
     # ------------------------------------------------------------------ IStorage
 

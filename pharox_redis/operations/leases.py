@@ -9,6 +9,7 @@ round trip.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, NamedTuple, Optional, Sequence, Union
 from uuid import UUID, uuid4
@@ -22,6 +23,8 @@ from .batch import STALE, Batch, Call, Command, Op, ScriptCall, Stale, one
 from .context import Context
 from .resolve import ensure_consumer, in_proxy_pool, lease_location, pool_list
 from .validation import lease_duration_us, parse_uuid
+
+log = logging.getLogger("pharox_redis")
 
 
 class Released(NamedTuple):
@@ -123,14 +126,20 @@ def lease_batch(
     calls: list[Call] = [call]
     if schedule_it:
         calls.append(schedule(ctx, pool_id, duration_us))
-    if ctx.wait_replicas:
-        replicas, timeout, meta = (
-            ctx.wait_replicas,
-            ctx.wait_timeout_ms,
-            ctx.keys.pool(pool_id).meta,
-        )
-        calls.append(Command(("WAIT", replicas, timeout), route=meta))
-    return Batch(calls)
+    return with_wait(ctx, *calls, pool_id=pool_id)
+
+
+def with_wait(ctx: Context, *calls: Call, pool_id: UUID) -> Batch:
+    """Return the calls as one batch, ending with ``WAIT`` for the replicas when it is set.
+
+    ``WAIT`` comes last, so it covers every write before it, and it is routed to the pool's
+    node: on a Redis Cluster it must count the replicas of the master that ran the calls.
+    """
+    if not ctx.wait_replicas:
+        return Batch(calls)
+    meta = ctx.keys.pool(pool_id).meta
+    wait = Command(("WAIT", ctx.wait_replicas, ctx.wait_timeout_ms), route=meta)
+    return Batch((*calls, wait))
 
 
 def replicated(ctx: Context, replies_: Sequence[Any], pool_id: UUID, lease_id: UUID) -> Op[None]:
@@ -184,10 +193,18 @@ def release(ctx: Context, lease: Lease) -> Op[Released]:
         if found is None:
             return NOTHING_RELEASED
         pool_id = found[0]
-    (raw,) = yield one(release_call(ctx, pool_id, lease.id))
+    raw, *waited = yield with_wait(ctx, release_call(ctx, pool_id, lease.id), pool_id=pool_id)
     reply = replies.release_reply(raw)
     if reply.code == "nopool":
         return NOTHING_RELEASED
+    if waited and reply.code in ("released", "expired") and int(waited[0]) < ctx.wait_replicas:
+        log.warning(
+            "The release of lease %s reached %s of the %s replica(s) required in time: a "
+            "failover now could bring the lease back until its deadline.",
+            lease.id,
+            waited[0],
+            ctx.wait_replicas,
+        )
     ended = None if reply.lease is None else codec.lease_released_at(reply.lease)
     return Released(ended, reply.counters, reply.code == "expired")
 

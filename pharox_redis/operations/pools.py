@@ -1,7 +1,7 @@
 """Pools: save, read, list, delete, and their counters.
 
-A pool lives in two places: the global registry (id <-> name, under ``{global}``) and its own
-keys (under ``{p:<pool-uuid>}``), two different cluster slots. ``save_pool`` and
+A pool lives in two places: the global registry (id <-> name, under ``{<prefix>:global}``)
+and its own keys (under ``{p:<pool-uuid>}``), two different cluster slots. ``save_pool`` and
 ``delete_pool`` write the registry first; the audit finishes either one if a crash cut it in
 two.
 """

@@ -50,7 +50,7 @@ def drive_pipelined(storage: RedisStorage, ops: Sequence[Op[Any]]) -> list[Any]:
             assert not batch.atomic
             for call in batch.calls:
                 # redis-py leaves execute_command untyped; a wire command has no typed method
-                pipe.execute_command(*storage.executor.command(call), **RAW)  # type: ignore[no-untyped-call]
+                pipe.execute_command(*storage.executor.command(call), **RAW)
         replies = pipe.execute()
         following = []
         at = 0

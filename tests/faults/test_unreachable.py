@@ -53,6 +53,7 @@ def policy_bound(
     times with its own delays. ``per_attempt`` is what one failed attempt costs: the
     socket timeout when Redis stalls, ~0 when the connection is refused.
     """
+    assert isinstance(storage.client, redis.Redis)
     assert storage.client.get_retry() == FROM_URL_RETRY, "from_url's retry policy changed"
     retries = FROM_URL_RETRY.get_retries() if issubclass(error, RETRIED_ERRORS) else 0
     client_call = (retries + 1) * per_attempt + sum(

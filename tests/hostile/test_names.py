@@ -3,17 +3,16 @@
 A pool or consumer name may be any ``str`` that has a UTF-8 encoding: braces, colons, glob
 characters, spaces, newlines, NUL, 10,000 characters, emoji, right-to-left text, the empty
 string. Names are hash fields, hash values and script arguments, never part of a key, so
-every key stays in the ``{global}`` slot or its pool's ``{p:<uuid>}`` slot, and a name
-round-trips exactly (save_pool, get_pool, list_pools, acquire, release, stats, leases,
-audit, pharox's stock manager, and through a second storage with cold caches). Refused with
-ValueError: anything that is not a ``str`` (None, int, bytes...) and a ``str`` with lone
-surrogates. A pool description follows the same rule and is checked before the pool is
-registered. ``consumer_name=None`` or ``""`` in a manager means pharox's ``"default"``. The
-empty pool name is never cached, because the scripts read an expected name of ``''`` as
-"any name"; a pool renamed or deleted by another process is noticed and leaves nothing
-behind. An acquire with a new consumer name does not create the consumer when it refuses
-an unencodable pool name.
-"""
+every key stays in its prefix's ``{<prefix>:global}`` slot or its pool's ``{p:<uuid>}``
+slot, and a name round-trips exactly (save_pool, get_pool, list_pools, acquire, release,
+stats, leases, audit, pharox's stock manager, and through a second storage with cold
+caches). Refused with ValueError: anything that is not a ``str`` (None, int, bytes...) and a
+``str`` with lone surrogates. A pool description follows the same rule and is checked before
+the pool is registered. ``consumer_name=None`` or ``""`` in a manager means pharox's
+``"default"``. The empty pool name is never cached, because the scripts read an expected
+name of ``''`` as "any name"; a pool renamed or deleted by another process is noticed and
+leaves nothing behind. An acquire with a new consumer name does not create the consumer when
+it refuses an unencodable pool name."""
 
 from __future__ import annotations
 
@@ -96,7 +95,7 @@ def test_any_text_is_a_name_and_round_trips_exactly(make_storage: MakeStorage, n
     allowed = {k.encode() for k in (*storage.context.keys.globals, *pk)}
     allowed |= {pk.health(p.id).encode() for p in proxies}
     assert keys <= allowed
-    assert {_tag(k) for k in keys} == {"global", f"p:{pool.id}"}
+    assert {_tag(k) for k in keys} == {f"{storage.context.keys.prefix}:global", f"p:{pool.id}"}
     assert storage.audit().drift == () and storage.audit(name).drift == ()
 
     manager.release_proxy(leased)

@@ -1,7 +1,7 @@
 """Fixtures of the manager tests: every test runs with the sync and the async manager.
 
-With the ``backend`` fixture of ``tests/conftest.py`` that makes four runs: sync and async,
-each on fakeredis and on a private redis-server.
+Each on every deployment of ``tests/conftest.py``: fakeredis, a private redis-server and
+valkey-server, a Redis Cluster and a Sentinel-managed master.
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ import pytest
 
 from pharox_redis import AsyncRedisProxyManager, AsyncRedisStorage, RedisProxyManager, RedisStorage
 
+from ..conftest import DEPLOYMENTS
 from ..helpers import server_now as server_clock
 from ..helpers.managers import AsyncManager
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(params=["sync", "async"])

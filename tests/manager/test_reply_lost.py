@@ -361,6 +361,7 @@ def test_async_from_url_retries_a_lost_reply_like_the_sync_one(
     reply (test_redis_py_retry_resends_a_lost_acquire); so must the async one.
     """
     storage = AsyncRedisStorage.from_url(relay.url, prefix=PREFIX, socket_timeout=TIMEOUT)
+    assert isinstance(storage.client, redis.asyncio.Redis)
     retry = storage.client.get_retry()
     try:
         leased, batches = asyncio.run(_async_lost_replies(storage, relay, seeded, 0))

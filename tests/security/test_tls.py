@@ -157,6 +157,7 @@ def test_rediss_with_the_ca_as_option(tls_server: TlsServer, certs: Certs) -> No
         f"rediss://127.0.0.1:{tls_server.port}/0", ssl_ca_certs=str(certs.ca), prefix="tls"
     )
     try:
+        assert isinstance(storage.client, redis.Redis)
         pool = storage.client.connection_pool
         assert issubclass(pool.connection_class, redis.SSLConnection)
         assert pool.connection_kwargs["ssl_ca_certs"] == str(certs.ca)  # from_url passed it on

@@ -17,7 +17,11 @@ from pharox.tests.adapters import StorageContractFixtures, storage_contract_suit
 
 from pharox_redis import AsyncRedisStorage, RedisStorage
 
+from ..conftest import DEPLOYMENTS
 from ..helpers import AsyncFacade, make_pool, make_proxy, recomputed_stats, stored_stats
+
+# The contract suite runs on every deployment: also on a Redis Cluster and behind Sentinel.
+on_every_deployment = pytest.mark.parametrize("backend", DEPLOYMENTS, indirect=True)
 
 
 def _seed_pool(storage: Any, pool: ProxyPool) -> ProxyPool:
@@ -36,12 +40,14 @@ def _fixtures(make: Callable[[], Any]) -> StorageContractFixtures:
     return StorageContractFixtures(make_storage=make, seed_pool=_seed_pool, seed_proxy=_seed_proxy)
 
 
+@on_every_deployment
 def test_pharox_contract_suite(
     make_async_storage: Callable[..., AsyncRedisStorage], loop: asyncio.AbstractEventLoop
 ) -> None:
     storage_contract_suite(_fixtures(lambda: AsyncFacade(make_async_storage(), loop)))
 
 
+@on_every_deployment
 def test_pharox_contract_suite_decoded_responses(
     make_async_storage: Callable[..., AsyncRedisStorage], loop: asyncio.AbstractEventLoop
 ) -> None:

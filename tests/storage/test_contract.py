@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from pharox import Proxy, ProxyPool
 from pharox.storage import IStorage
 from pharox.tests.adapters import StorageContractFixtures, storage_contract_suite
 
 from pharox_redis import RedisStorage
+
+from ..conftest import DEPLOYMENTS
+
+# The contract suite runs on every deployment: also on a Redis Cluster and behind Sentinel.
+on_every_deployment = pytest.mark.parametrize("backend", DEPLOYMENTS, indirect=True)
 
 
 def _seed_pool(storage: IStorage, pool: ProxyPool) -> ProxyPool:
@@ -21,6 +27,7 @@ def _seed_proxy(storage: IStorage, proxy: Proxy) -> Proxy:
     return storage.get_proxy(str(proxy.id))
 
 
+@on_every_deployment
 def test_pharox_contract_suite(make_storage: Callable[..., RedisStorage]) -> None:
     storage_contract_suite(
         StorageContractFixtures(
@@ -31,6 +38,7 @@ def test_pharox_contract_suite(make_storage: Callable[..., RedisStorage]) -> Non
     )
 
 
+@on_every_deployment
 def test_pharox_contract_suite_decoded_responses(
     make_storage: Callable[..., RedisStorage],
 ) -> None:

@@ -1,8 +1,9 @@
 """Redis Cluster: every script call, and every atomic batch, stays in one hash slot.
 
-Every key a script touches arrives through KEYS under the pool's hash tag (or ``{global}``),
-so a pool's scripts run on one node; checked with ``redis.crc.key_slot`` over every batch
-that the whole API sends, recorded through ``storage.executor.observers``.
+Every key a script touches arrives through KEYS under the pool's hash tag (or
+``{<prefix>:global}``), so a pool's scripts run on one node; checked with
+``redis.crc.key_slot`` over every batch that the whole API sends, recorded through
+``storage.executor.observers``.
 """
 
 from __future__ import annotations
