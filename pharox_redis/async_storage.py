@@ -26,6 +26,7 @@ from pharox.storage import IAsyncStorage
 from .cluster import AsyncClusterExecutor
 from .connect import ASYNC, StorageBase, client_from_url, split_options
 from .executor import AsyncExecutor
+from .failover import AsyncSentinelExecutor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
 from .operations.audit import AuditReport, audit
@@ -42,6 +43,7 @@ class AsyncRedisStorage(StorageBase, IAsyncStorage):
     client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
     executor: AsyncExecutor
     executor_class = AsyncExecutor
+    sentinel_executor_class = AsyncSentinelExecutor
     cluster_executor_class = AsyncClusterExecutor
 
     @classmethod
@@ -67,7 +69,7 @@ class AsyncRedisStorage(StorageBase, IAsyncStorage):
 
         """
         own = split_options(options)
-        return cls(client_from_url(url, ASYNC, socket_timeout, options, own), **own)
+        return cls(client_from_url(url, ASYNC, socket_timeout, options), **own)
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -8,16 +8,14 @@ atomic part in one ``MULTI``/``EXEC`` on its node, and scripts loaded on the nod
 them (NOSCRIPT is answered per node, as on a single server, also on a promoted replica).
 
 During a failover or a slot migration a node answers ``MOVED``, ``ASK``, ``TRYAGAIN``,
-``CLUSTERDOWN`` or ``READONLY``, or cannot be reached. The batch is then sent again, after
-the client re-reads the slot map, with a growing pause, until ``failover_timeout`` seconds
-have passed; every script is idempotent, so a batch sent twice changes nothing twice.
+``CLUSTERDOWN`` or ``READONLY``, or cannot be reached. The batch is then sent again after
+the client re-reads the slot map (``failover.py``), until ``failover_timeout`` seconds have
+passed; every script is idempotent, so a batch sent twice changes nothing twice.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import redis
 from redis.asyncio.cluster import PipelineCommand
@@ -32,6 +30,7 @@ from redis.exceptions import (
 )
 
 from .executor import RAW, AsyncExecutor, Executor
+from .failover import DEFAULT_FAILOVER_TIMEOUT, aresend, resend
 from .operations.batch import Call, slot_key
 
 # What a node answers, or how it fails, while the cluster changes its mind about a slot.
@@ -46,18 +45,6 @@ MOVING = (
     redis.ConnectionError,
     redis.TimeoutError,
 )
-DEFAULT_FAILOVER_TIMEOUT = 15.0  # Redis's default cluster-node-timeout, plus an election
-FIRST_PAUSE = 0.05
-LONGEST_PAUSE = 1.0
-
-
-def pauses(timeout: float) -> Iterator[float]:
-    """Yield the pauses between attempts while a topology change may still be going on."""
-    deadline = time.monotonic() + timeout
-    pause = FIRST_PAUSE
-    while time.monotonic() + pause < deadline:
-        yield pause
-        pause = min(pause * 2, LONGEST_PAUSE)
 
 
 def moving(replies: Sequence[Any]) -> None:
@@ -85,16 +72,12 @@ class ClusterExecutor(Executor):
 
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send each node its part of the calls; resend while the cluster is changing."""
-        waits = pauses(self.failover_timeout)
-        while True:
-            try:
-                return self._send_by_node(calls, atomic)
-            except MOVING:
-                pause = next(waits, None)
-                if pause is None:
-                    raise
-                time.sleep(pause)
-                self.client.nodes_manager.initialize()
+        return resend(
+            lambda: self._send_by_node(calls, atomic),
+            self.failover_timeout,
+            MOVING,
+            self.client.nodes_manager.initialize,
+        )
 
     def _send_by_node(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         replies: list[Any] = [None] * len(calls)
@@ -123,16 +106,12 @@ class AsyncClusterExecutor(AsyncExecutor):
         """Send each node its part of the calls; resend while the cluster is changing."""
         if not self.client.nodes_manager.slots_cache:
             await self.client.initialize()
-        waits = pauses(self.failover_timeout)
-        while True:
-            try:
-                return await self._send_by_node(calls, atomic)
-            except MOVING:
-                pause = next(waits, None)
-                if pause is None:
-                    raise
-                await asyncio.sleep(pause)
-                await self.client.nodes_manager.initialize()
+        return await aresend(
+            lambda: self._send_by_node(calls, atomic),
+            self.failover_timeout,
+            MOVING,
+            self.client.nodes_manager.initialize,
+        )
 
     async def _send_by_node(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         replies: list[Any] = [None] * len(calls)

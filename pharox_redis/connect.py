@@ -17,9 +17,8 @@ URLs ``from_url`` understands:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -31,8 +30,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from .cluster import DEFAULT_FAILOVER_TIMEOUT, AsyncClusterExecutor, ClusterExecutor
+from .cluster import AsyncClusterExecutor, ClusterExecutor
 from .executor import AsyncExecutor, Executor
+from .failover import DEFAULT_FAILOVER_TIMEOUT, AsyncSentinelExecutor, SentinelExecutor
 from .keys import KeySchema
 from .operations.context import Context
 
@@ -48,6 +48,10 @@ STORAGE_OPTIONS = (
     "failover_timeout",
 )
 CLUSTER_CLIENTS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+SENTINEL_POOLS = (
+    redis.sentinel.SentinelConnectionPool,
+    redis.asyncio.sentinel.SentinelConnectionPool,
+)
 
 
 class StorageBase:
@@ -74,14 +78,15 @@ class StorageBase:
     wait_timeout:
         Seconds ``WAIT`` blocks at most (default 0.05).
     failover_timeout:
-        On a Redis Cluster, seconds a batch is sent again while a node fails over or a slot
-        moves (default 15).
+        On a Redis Cluster or behind Sentinel, seconds a batch is sent again while a master
+        is replaced or a slot moves (default 15; ``failover.py``).
 
     """
 
     executor: Executor | AsyncExecutor
     executor_class: type[Executor] | type[AsyncExecutor]
     cluster_executor_class: type[ClusterExecutor] | type[AsyncClusterExecutor]
+    sentinel_executor_class: type[SentinelExecutor] | type[AsyncSentinelExecutor]
 
     def __init__(
         self,
@@ -100,6 +105,8 @@ class StorageBase:
         )
         if isinstance(client, CLUSTER_CLIENTS):
             self.executor = self.cluster_executor_class(client, failover_timeout)
+        elif isinstance(getattr(client, "connection_pool", None), SENTINEL_POOLS):
+            self.executor = self.sentinel_executor_class(client, failover_timeout)
         else:
             self.executor = self.executor_class(client)
 
@@ -137,7 +144,7 @@ def split_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def client_from_url(
-    url: str, flavor: Flavor, socket_timeout: float, options: dict[str, Any], own: dict[str, Any]
+    url: str, flavor: Flavor, socket_timeout: float, options: dict[str, Any]
 ) -> Any:
     """Build the client a ``from_url`` URL names (see the module docstring).
 
@@ -158,19 +165,14 @@ def client_from_url(
         first = f"{base}://{auth}{hosts[0][0]}:{hosts[0][1]}{tail}"
         return flavor.cluster.from_url(first, startup_nodes=nodes, **{**timeouts, **options})
     if shape == "sentinel":
-        return _sentinel_master(base, rest, flavor, socket_timeout, options, own)
+        return _sentinel_master(base, rest, flavor, socket_timeout, options)
     if shape or not sep:
         raise ValueError(f"unknown Redis URL scheme {scheme!r} (see RedisStorage.from_url)")
     return flavor.redis.from_url(url, **{**client_options(socket_timeout, flavor), **options})
 
 
 def _sentinel_master(
-    base: str,
-    rest: str,
-    flavor: Flavor,
-    socket_timeout: float,
-    options: dict[str, Any],
-    own: dict[str, Any],
+    base: str, rest: str, flavor: Flavor, socket_timeout: float, options: dict[str, Any]
 ) -> Any:
     """Return ``Sentinel(...).master_for(service)`` for a ``redis+sentinel://`` URL."""
     auth, hosts, tail = _hosts(rest)
@@ -180,10 +182,9 @@ def _sentinel_master(
     service, db = path[0], int(path[1]) if len(path) > 1 else 0
     user, _, password = auth.rstrip("@").partition(":")
     credentials = {"username": user or None, "password": password or None} if auth else {}
-    failover = float(own.get("failover_timeout", DEFAULT_FAILOVER_TIMEOUT))
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
     sentinel = flavor.sentinel(hosts, sentinel_kwargs=timeouts, ssl=base == "rediss", **credentials)
-    master_options = client_options(socket_timeout, flavor, failover)
+    master_options = client_options(socket_timeout, flavor)
     return sentinel.master_for(service, db=db, **{**master_options, **options})
 
 
@@ -198,9 +199,7 @@ def _hosts(rest: str) -> tuple[str, list[tuple[str, int]], str]:
     return (auth + at), hosts, slash + path
 
 
-def client_options(
-    socket_timeout: float, flavor: Flavor = SYNC, failover_timeout: Optional[float] = None
-) -> dict[str, Any]:
+def client_options(socket_timeout: float, flavor: Flavor = SYNC) -> dict[str, Any]:
     """Return the connection options ``from_url`` uses: timeouts and a bounded retry.
 
     A dropped or refused connection (``ConnectionError``, which includes Redis still
@@ -208,9 +207,8 @@ def client_options(
     re-sending is safe because every script is idempotent. A timeout is not retried here:
     ``socket_timeout`` is what the caller agreed to wait, and redis-py would wait it again
     on every attempt. The managers' own ``retries`` re-send a lost acquire or release,
-    timeouts included. Behind Sentinel (``failover_timeout`` given) a connection error is
-    retried until about that many seconds have passed, pauses growing to 1 s, long enough
-    for Sentinel to promote a replica (``MasterNotFoundError`` is a ``ConnectionError``).
+    timeouts included; behind Sentinel and on a cluster the executor resends a batch while
+    a master is replaced (``failover.py``).
 
     No ``health_check_interval``: redis-py runs its PING under the same ``Retry``, nested
     inside the command's own, so against a stalled server one command waited 16 socket
@@ -218,15 +216,13 @@ def client_options(
     redis.asyncio needs its own ``Retry`` class: the sync one would not await the attempt
     it retries.
     """
-    retries, backoff = 3, ExponentialBackoff(cap=0.5, base=0.02)
-    if failover_timeout is not None:
-        # 0.1, 0.2, 0.4, 0.8 s, then 1 s apart: 1.5 s for the first four, 1 s each after.
-        retries = 4 + max(0, math.ceil(failover_timeout - 1.5))
-        backoff = ExponentialBackoff(cap=1.0, base=0.05)
+    retry = flavor.retry(
+        ExponentialBackoff(cap=0.5, base=0.02), retries=3, supported_errors=RETRIED_ERRORS
+    )
     return {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
-        "retry": flavor.retry(backoff, retries=retries, supported_errors=RETRIED_ERRORS),
+        "retry": retry,
         "retry_on_error": list(RETRIED_ERRORS),
     }
 

@@ -26,6 +26,7 @@ from pharox import (
 from .cluster import ClusterExecutor
 from .connect import SYNC, StorageBase, client_from_url, split_options
 from .executor import Executor
+from .failover import SentinelExecutor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
 from .operations.audit import AuditReport, audit
@@ -42,6 +43,7 @@ class RedisStorage(StorageBase, IStorage):
     client: redis.Redis | redis.cluster.RedisCluster
     executor: Executor
     executor_class = Executor
+    sentinel_executor_class = SentinelExecutor
     cluster_executor_class = ClusterExecutor
 
     @classmethod
@@ -65,7 +67,7 @@ class RedisStorage(StorageBase, IStorage):
 
         """
         own = split_options(options)
-        return cls(client_from_url(url, SYNC, socket_timeout, options, own), **own)
+        return cls(client_from_url(url, SYNC, socket_timeout, options), **own)
 
     # ------------------------------------------------------------------ IStorage
 

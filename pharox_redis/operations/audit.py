@@ -114,7 +114,9 @@ def audit(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditRepor
         Drift("(registry)", "legacy-layout", key, "key of 0.1.0", "")
         for key in (yield from migrate.legacy_keys(ctx))
     ]
-    if found and repair:
+    if found and not repair:  # nothing else can be judged before the registries move
+        return AuditReport(0, 0, 0, tuple(found))
+    if found:
         yield from migrate.migrate(ctx)  # the passes below read the registries it moves
     report = yield from _audit_pass(ctx, pool_name, repair)
     found += report.drift

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Optional
@@ -26,7 +27,11 @@ import redis
 
 from pharox_redis.server import RedisServer, free_port, redis_server_binary
 
+from .relay import Relay
+
 NODE_TIMEOUT_MS = 1000
+# A replica that has never synced cannot take over: sync at once instead of waiting 5 s.
+REPLICATION = ("--repl-diskless-sync-delay", "0")
 
 
 def cluster_port() -> int:
@@ -72,6 +77,7 @@ class Cluster:
             "nodes.conf",
             "--cluster-node-timeout",
             str(NODE_TIMEOUT_MS),
+            *REPLICATION,
         )
         self.replicas = replicas
         self.servers = [RedisServer(tcp=True, extra=extra) for _ in range(masters * (1 + replicas))]
@@ -99,6 +105,7 @@ class Cluster:
             timeout=60,
         )
         wait_until(lambda: all(self._ok(s) for s in self.servers), 30, "the cluster to be ok")
+        wait_until(lambda: all(map(synced, self.servers)), 30, "the replicas to sync")
         return self
 
     @staticmethod
@@ -139,17 +146,35 @@ class Cluster:
         self.close()
 
 
+def synced(server: RedisServer) -> bool:
+    """Return True for a master, or a replica whose link to its master is up."""
+    with redis.Redis(port=server.port, socket_timeout=1, decode_responses=True) as client:
+        info: dict[str, Any] = client.info("replication")
+        return bool(info["role"] == "master" or info.get("master_link_status") == "up")
+
+
 class SentinelGroup:
-    """A master, a replica of it and 3 sentinels watching them, all on loopback."""
+    """A master, its replicas and 3 sentinels watching them, all on loopback.
+
+    Parameters
+    ----------
+    replicas:
+        How many replicas the master has.
+    lagging:
+        Replicate the first replica through a :class:`~tests.helpers.relay.Relay`, which
+        :meth:`lag` stalls: what the master writes from then on never reaches that replica.
+
+    """
 
     SERVICE = "pharox"
 
-    def __init__(self, sentinels: int = 3) -> None:
+    def __init__(self, replicas: int = 1, lagging: bool = False, sentinels: int = 3) -> None:
         self.master = RedisServer(tcp=True)
-        self.replica = RedisServer(tcp=True)
+        self.replicas = [RedisServer(tcp=True) for _ in range(replicas)]
+        self.lagging = lagging
+        self.relay: Optional[Relay] = None
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
-        self.dirs: list[Path] = []
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -163,10 +188,17 @@ class SentinelGroup:
         return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
 
     def start(self) -> SentinelGroup:
-        """Start master, replica and sentinels; wait until the sentinels see both."""
+        """Start master, replicas and sentinels; wait until the sentinels see the replicas."""
+        self.master.extra = REPLICATION
         self.master.start()
-        self.replica.extra = ("--replicaof", "127.0.0.1", str(self.master.port))
-        self.replica.start()
+        for n, replica in enumerate(self.replicas):
+            port = self.master.port
+            if n == 0 and self.lagging:
+                self.relay = Relay("127.0.0.1", port).start()
+                port = self.relay.port
+            replica.extra = ("--replicaof", "127.0.0.1", str(port), *REPLICATION)
+            replica.start()
+            wait_until(partial(synced, replica), 30, "a replica to sync")
         binary = redis_server_binary()
         assert binary is not None
         for port in self.sentinel_ports:
@@ -187,14 +219,20 @@ class SentinelGroup:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        wait_until(self._watching, 30, "the sentinels to see the replica")
+        wait_until(self._watching, 30, "the sentinels to see the replicas")
         return self
+
+    def lag(self) -> None:
+        """From now on, nothing the master writes reaches the first replica."""
+        assert self.relay is not None, "a SentinelGroup(lagging=True) lags"
+        self.relay.stall()
 
     def _watching(self) -> bool:
         for port in self.sentinel_ports:
             with redis.Redis(port=port, socket_timeout=1, decode_responses=True) as sentinel:
-                replicas: list[Any] = sentinel.sentinel_slaves(self.SERVICE)
-                if not replicas or "s_down" in str(replicas[0].get("flags", "")):
+                seen: list[Any] = sentinel.sentinel_slaves(self.SERVICE)
+                up = [r for r in seen if "s_down" not in str(r.get("flags", ""))]
+                if len(up) < len(self.replicas):
                     return False
         return True
 
@@ -205,11 +243,14 @@ class SentinelGroup:
             return int(sentinel.sentinel_get_master_addr_by_name(self.SERVICE)[1])
 
     def close(self) -> None:
-        """Stop the sentinels and both servers."""
+        """Stop the sentinels, the relay and every server."""
         for process in self.sentinels:
             process.kill()
             process.wait(10)
-        self.replica.close()
+        if self.relay is not None:
+            self.relay.close()
+        for replica in self.replicas:
+            replica.close()
         self.master.close()
 
     def __enter__(self) -> SentinelGroup:
