@@ -17,6 +17,7 @@ from .redis_target import open_redis
 from .report import render
 from .results import Results, measured
 from .scale import run_scale
+from .scaleout import run_scaleout
 from .settings import Settings, parse_settings
 from .stats import geometric_mean
 from .targets import IN_MEMORY, POSTGRES, REDIS_FAST, REDIS_STOCK, Verdict, evaluate
@@ -56,6 +57,9 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
         if settings.runs("profile"):
             say("== 6. profile of one process's cycle")
             results.profile = run_profile(settings, target, say)
+    if settings.runs("scaleout"):
+        say(f"== 7. scale-out: 1 and 3 cluster masters, {settings.processes} processes")
+        results.scaleout = run_scaleout(settings, say)
     return results, facts
 
 

@@ -12,6 +12,7 @@ from .filters import FiltersResult
 from .profile import ProfileResult
 from .results import Results
 from .scale import ScaleResult
+from .scaleout import scaleout_lines
 from .settings import Settings
 from .stats import geometric_mean, percentile
 from .targets import IN_MEMORY, Verdict, floor_fraction
@@ -404,6 +405,18 @@ def render(
             "ROUND_ROBIN on a pool of 32 (`benchmarks/profile.py`).",
             "",
             *profile_lines(results.profile, results),
+        ]
+    if results.scaleout is not None:
+        lines += [
+            "## 7. Scale-out on Redis Cluster",
+            "",
+            f"{results.scaleout.pools} pools (4 proxies each, max_concurrency=1) spread over "
+            "the masters of a local cluster (no replicas), N `spawn` processes each cycling "
+            "acquire+release over every pool through `redis+cluster://`; median aggregate "
+            f"cycles/s of {settings.rounds} timed {settings.seconds:g} s window(s) "
+            "(`benchmarks/scaleout.py`).",
+            "",
+            *scaleout_lines(results.scaleout),
         ]
     notes = list(results.notes)
     if results.plot_note:

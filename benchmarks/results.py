@@ -9,6 +9,7 @@ from .backends import BackendsResult
 from .filters import FiltersResult
 from .profile import ProfileResult
 from .scale import ScaleResult
+from .scaleout import ScaleOutResult
 from .targets import Measured
 from .workers import WorkersResult
 
@@ -20,6 +21,7 @@ class Results:
     scale: Optional[ScaleResult] = None
     filters: Optional[FiltersResult] = None
     profile: Optional[ProfileResult] = None
+    scaleout: Optional[ScaleOutResult] = None
     notes: list[str] = field(default_factory=list)
     plot_note: Optional[str] = None  # why the plot was not written, when it was not
 

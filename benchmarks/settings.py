@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-SECTIONS = ("backends", "workers", "floor", "scale", "filters", "profile")
+SECTIONS = ("backends", "workers", "floor", "scale", "filters", "profile", "scaleout")
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 

@@ -181,6 +181,7 @@ def test_postgres_dsn_uses_psycopg3() -> None:
 
 @pytest.mark.slow
 @pytest.mark.real_redis
+@pytest.mark.cluster  # section 7 starts local clusters (redis-cli --cluster create)
 def test_quick_run_writes_report_and_plot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -191,6 +192,7 @@ def test_quick_run_writes_report_and_plot(
     report = out.read_text()
 
     headings = ("## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5.", "## 6.")
+    headings += ("## 7. Scale-out on Redis Cluster",)
     for heading in headings:
         assert heading in report
     assert "python -m benchmarks --quick --seconds 0.2" in report
@@ -205,6 +207,8 @@ def test_quick_run_writes_report_and_plot(
     assert "(0 beyond)" in report and " beyond)" in report
     assert not re.search(r"\((?!0 )\d+ beyond\)", report), "a proxy was over-leased"
     assert "| equality: country=AR |" in report and "| Python predicate" in report
+    assert re.search(r"^\| 1 \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$", report, re.M)  # scale-out
+    assert "one pool can serve at most about" in report
 
     if IN_CI:  # CI installs the bench extra and has PostgreSQL: nothing may be skipped
         assert postgres.probe(DEFAULT_POSTGRES_DSN)[0] is not None
