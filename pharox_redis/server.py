@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import redis
 
 SERVER_VARIABLE = "PHAROX_REDIS_SERVER"
+S = TypeVar("S", bound="StartStop")
 
 
 def redis_server_binary() -> Optional[str]:
@@ -42,7 +43,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
+class StartStop:
+    """Something started with ``start()`` and ended with ``close()``; also a ``with`` block."""
+
+    def start(self: S) -> S:
+        """Start; return self."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop, and remove what was made."""
+        raise NotImplementedError
+
+    def __enter__(self: S) -> S:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+class RedisServer(StartStop):
     """A ``redis-server`` process of our own.
 
     Parameters
@@ -150,17 +174,6 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
-
 
 # ---------------------------------------------------------------------- a local cluster
 
@@ -208,7 +221,7 @@ def synced(server: RedisServer) -> bool:
         return bool(info["role"] == "master" or info.get("master_link_status") == "up")
 
 
-class LocalCluster:
+class LocalCluster(StartStop):
     """A loopback Redis Cluster: ``masters`` masters with ``replicas`` replicas each."""
 
     def __init__(self, masters: int = 3, replicas: int = 1) -> None:
@@ -280,14 +293,3 @@ class LocalCluster:
         """Stop every node and remove their folders."""
         for server in self.servers:
             server.close()
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()

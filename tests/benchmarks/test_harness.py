@@ -191,8 +191,8 @@ def test_quick_run_writes_report_and_plot(
     printed = capsys.readouterr().out
     report = out.read_text()
 
-    headings = ("## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5.", "## 6.")
-    headings += ("## 7. Scale-out on Redis Cluster",)
+    headings = ["## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5.", "## 6."]
+    headings.append("## 7. Scale-out on Redis Cluster")
     for heading in headings:
         assert heading in report
     assert "python -m benchmarks --quick --seconds 0.2" in report

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from types import TracebackType
 from typing import Optional
+
+from pharox_redis.server import StartStop
 
 CHUNK = 65536
 
@@ -46,7 +47,7 @@ class _Pair:
             sock.close()
 
 
-class Relay:
+class Relay(StartStop):
     """Forward 127.0.0.1:<free port> to ``upstream_host:upstream_port``.
 
     Use as a context manager, or call :meth:`start` and :meth:`close`.
@@ -111,17 +112,6 @@ class Relay:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-
-    def __enter__(self) -> Relay:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ internals
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Optional
 
 import redis
@@ -25,6 +24,7 @@ from pharox_redis.server import (
     REPLICATION,
     LocalCluster,
     RedisServer,
+    StartStop,
     free_port,
     redis_server_binary,
     synced,
@@ -36,7 +36,7 @@ from .relay import Relay
 Cluster = LocalCluster  # the tests' name for it
 
 
-class SentinelGroup:
+class SentinelGroup(StartStop):
     """A master, its replicas and 3 sentinels watching them, all on loopback.
 
     Parameters
@@ -135,14 +135,3 @@ class SentinelGroup:
         for replica in self.replicas:
             replica.close()
         self.master.close()
-
-    def __enter__(self) -> SentinelGroup:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()
