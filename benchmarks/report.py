@@ -407,17 +407,7 @@ def render(
             *profile_lines(results.profile, results),
         ]
     if results.scaleout is not None:
-        lines += [
-            "## 7. Scale-out on Redis Cluster",
-            "",
-            f"{results.scaleout.pools} pools (4 proxies each, max_concurrency=1) spread over "
-            "the masters of a local cluster (no replicas), N `spawn` processes each cycling "
-            "acquire+release over every pool through `redis+cluster://`; median aggregate "
-            f"cycles/s of {settings.rounds} timed {settings.seconds:g} s window(s) "
-            "(`benchmarks/scaleout.py`).",
-            "",
-            *scaleout_lines(results.scaleout),
-        ]
+        lines += scaleout_lines(results.scaleout, settings)
     notes = list(results.notes)
     if results.plot_note:
         notes.append(f"plot not written: {results.plot_note}")
