@@ -4,25 +4,83 @@
 -- Every pool script receives the keys of one pool first, all under the pool's hash tag
 -- <prefix>:{p:<pool-uuid>}, in the order of pharox_redis/keys.py's PoolKeys, which is their
 -- one definition: scripts.py binds them to locals named after its fields (K_META, K_STATE,
--- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES,
--- K_HISTORY); PoolKeys' docstring says what each holds.
--- "Available" means status active and lease count below max concurrency (no max: unlimited);
--- a proxy is in all four availability sets or in none.
+-- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES);
+-- PoolKeys' docstring says what each holds.
+--
+-- "Available" means status active and lease count below max concurrency (no max: unlimited).
+-- The availability sets (one per selector order) are kept only for the selectors the pool
+-- has been asked for: meta field 'set:<set>' is 'r' when the set is ready, an HSCAN cursor
+-- while it is being built (ensure_set), absent when the set is not kept. Every script that
+-- changes a proxy keeps every set that is ready or being built, so a set built while leasing
+-- goes on is exact when its build ends. A kept set holds exactly the available proxies.
+--
+-- Lease records live in K_LEASES; K_DEADLINES is their one time line: an active lease is
+-- scored at its deadline (a whole number of microseconds), a released one at its purge time
+-- plus half a microsecond (exact below 2^52 us, the year 2112). One range query therefore
+-- finds both the leases to reclaim and the records to purge, and tells them apart by score.
 --
 -- Every pool script answers {code, pool name, counters, fields...}: the pool's name (false
 -- when there is no such pool), the five pool counters as one nested array {total, active,
--- available, leased, leases} (false when the script does not report them), then the
--- script's own fields. pharox_redis/replies.py parses each script's reply.
-local COUNTERS = {'total', 'active', 'available', 'leased', 'leases'}
-local PURGE_BATCH = 32
+-- available, leased, leases} (false unless the caller asked for them: they are derived, see
+-- counters()), then the script's own fields. pharox_redis/replies.py parses each reply.
+local SET_NAMES = {'first', 'least', 'rr', 'latency'}
+local SET_KEYS = {first = K_FIRST, least = K_LEAST, rr = K_RR, latency = K_LATENCY}
+local SELECTOR_SETS = {first_available = 'first', least_used = 'least',
+                       round_robin = 'rr', lowest_latency = 'latency'}
+local META_HEAD = {'name', 'sched', 'set:first', 'set:least', 'set:rr', 'set:latency',
+                   'used:first', 'used:least', 'used:rr', 'used:latency'}
+local BUILD_STEP = 2000  -- proxies one ensure_set call adds to a set being built
+local USE_REFRESH_S = 3600  -- how stale a set's 'used:<set>' stamp may get before it is rewritten
 
--- The five pool counters, in the order of COUNTERS.
+-- What pool_named read from K_META: SETS[set] is 'r', a build cursor, or nil; USED[set] the
+-- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil.
+local SETS, USED, SCHED = {}, {}, nil
+
+-- The lease count and status of a proxy, and the fields its placements need, read from its
+-- state JSON without decoding it: pharox_redis/codec.py writes these keys (cjson may reorder
+-- them), and a quote inside a JSON string is always escaped, so '"m":' matches only the key.
+local function peek(state)
+  return {
+    s = string.match(state, '"s":"(%a+)"'),
+    m = tonumber(string.match(state, '"m":(%d+)')),
+    c = string.match(state, '"c":"(%d+)"'),
+    f = string.match(state, '"f":"(%-?%d+)"'),
+    l = tonumber(string.match(state, '"l":(%d+)')),
+  }
+end
+
+-- The five pool counters, derived: total = proxies, active = the 'active' field scripts keep
+-- (it changes only with a proxy's status), leased and leases from K_COUNTS, available = the
+-- size of a ready set, or else active minus the active proxies that are full.
+-- Work: O(leased proxies).
 local function counters()
-  local values = redis.call('HMGET', K_META, unpack(COUNTERS))
-  for i = 1, 5 do
-    values[i] = tonumber(values[i]) or 0
+  local total = redis.call('HLEN', K_STATE)
+  local active = tonumber(redis.call('HGET', K_META, 'active')) or 0
+  local flat = redis.call('HGETALL', K_COUNTS)
+  local leases = 0
+  for i = 2, #flat, 2 do
+    leases = leases + tonumber(flat[i])
   end
-  return values
+  local available = nil
+  for _, set in ipairs(SET_NAMES) do
+    if SETS[set] == 'r' then
+      available = redis.call('ZCARD', SET_KEYS[set])
+      break
+    end
+  end
+  if available == nil then
+    available = active
+    for i = 1, #flat, 2 do
+      local state = redis.call('HGET', K_STATE, flat[i])
+      if state then
+        local st = peek(state)
+        if st.s == 'active' and st.m and tonumber(flat[i + 1]) >= st.m then
+          available = available - 1
+        end
+      end
+    end
+  end
+  return {total, active, available, #flat / 2, leases}
 end
 
 -- A reply: {code, name, counters (only `with_counters`), fields...}; `fields` may hold false.
@@ -36,10 +94,17 @@ end
 
 -- The pool's name when the pool exists and is called `expected` ('' accepts any name);
 -- otherwise nil and the reply the script returns: 'nopool', or 'stale' with the pool's name.
+-- Reads the meta fields every script needs in the same call (SETS, USED, SCHED).
 local function pool_named(expected)
-  local name = redis.call('HGET', K_META, 'name')
+  local head = redis.call('HMGET', K_META, unpack(META_HEAD))
+  local name = head[1]
   if not name then
     return nil, answer('nopool', false, false)
+  end
+  SCHED = tonumber(head[2])
+  for i, set in ipairs(SET_NAMES) do
+    SETS[set] = head[2 + i] or nil
+    USED[set] = tonumber(head[6 + i])
   end
   if expected ~= '' and name ~= expected then
     return nil, answer('stale', name, false)
@@ -60,98 +125,178 @@ local function available(p)
   return p ~= nil and p.st.s == 'active' and (p.st.m == nil or p.n < p.st.m)
 end
 
-local function contribution(p)
-  if p == nil then
-    return {0, 0, 0, 0, 0}
+-- Member and score of an available proxy in a set (st: decoded or peeked state).
+local function placement(set, id, st, n)
+  if set == 'first' then
+    return id, st.f
+  elseif set == 'least' then
+    return st.c .. id, n
+  elseif set == 'rr' then
+    return id, 0
   end
-  return {1, p.st.s == 'active' and 1 or 0, available(p) and 1 or 0, p.n > 0 and 1 or 0, p.n}
+  return id, st.l or 'inf'
 end
 
--- Move proxy `id` from state `old` to state `new` (either may be nil) in the pool counters
--- and the four availability sets, touching only what changed.
+-- Move proxy `id` from state `old` to state `new` (either may be nil) in the 'active'
+-- counter and the kept availability sets, touching only what changed.
 local function reindex(id, old, new)
-  local before, after = contribution(old), contribution(new)
-  for i = 1, 5 do
-    if after[i] ~= before[i] then
-      redis.call('HINCRBY', K_META, COUNTERS[i], after[i] - before[i])
-    end
+  local was_active = old ~= nil and old.st.s == 'active'
+  local is_active = new ~= nil and new.st.s == 'active'
+  if was_active ~= is_active then
+    redis.call('HINCRBY', K_META, 'active', is_active and 1 or -1)
   end
   local was, is = available(old), available(new)
-  if was and not (is and old.st.c == new.st.c) then
-    redis.call('ZREM', K_LEAST, old.st.c .. id)
-  end
-  if was and not is then
-    redis.call('ZREM', K_FIRST, id)
-    redis.call('ZREM', K_RR, id)
-    redis.call('ZREM', K_LATENCY, id)
-  end
-  if is then
-    if not was or old.st.f ~= new.st.f then
-      redis.call('ZADD', K_FIRST, new.st.f, id)
-    end
-    if not was or old.n ~= new.n or old.st.c ~= new.st.c then
-      redis.call('ZADD', K_LEAST, new.n, new.st.c .. id)
-    end
-    if not was then
-      redis.call('ZADD', K_RR, 0, id)
-    end
-    if not was or old.st.l ~= new.st.l then
-      redis.call('ZADD', K_LATENCY, new.st.l or 'inf', id)
+  for _, set in ipairs(SET_NAMES) do
+    if SETS[set] then
+      local key = SET_KEYS[set]
+      local old_member, old_score, new_member, new_score
+      if was then
+        old_member, old_score = placement(set, id, old.st, old.n)
+      end
+      if is then
+        new_member, new_score = placement(set, id, new.st, new.n)
+      end
+      if was and old_member ~= new_member then
+        redis.call('ZREM', key, old_member)
+      end
+      if is and (old_member ~= new_member or tostring(old_score) ~= tostring(new_score)) then
+        redis.call('ZADD', key, new_score, new_member)
+      end
     end
   end
 end
 
--- Set a proxy's lease count to n and keep counters and sets in step.
-local function set_leases(id, p, n)
-  if n > 0 then
-    redis.call('HSET', K_COUNTS, id, n)
-  else
+-- One bounded step of building set `set` (see the note at the top): the first step empties
+-- the key, each step adds the available proxies of one HSCAN page of K_STATE. Returns true
+-- when the set is ready.
+local function ensure_set(set)
+  local cursor = SETS[set]
+  if cursor == 'r' then
+    return true
+  end
+  local key = SET_KEYS[set]
+  if cursor == nil then
+    redis.call('DEL', key)
+    cursor = '0'
+  end
+  local scan = redis.call('HSCAN', K_STATE, cursor, 'COUNT', BUILD_STEP)
+  local fields = scan[2]
+  local ids = {}
+  for i = 1, #fields, 2 do
+    ids[#ids + 1] = fields[i]
+  end
+  if #ids > 0 then
+    local counts = redis.call('HMGET', K_COUNTS, unpack(ids))
+    local args = {}
+    for i, id in ipairs(ids) do
+      local st = peek(fields[2 * i])
+      local n = tonumber(counts[i]) or 0
+      if st.s == 'active' and (st.m == nil or n < st.m) then
+        local member, score = placement(set, id, st, n)
+        args[#args + 1] = score
+        args[#args + 1] = member
+      end
+    end
+    for i = 1, #args, 1000 do
+      redis.call('ZADD', key, unpack(args, i, math.min(i + 999, #args)))
+    end
+  end
+  SETS[set] = scan[1] == '0' and 'r' or scan[1]
+  redis.call('HSET', K_META, 'set:' .. set, SETS[set])
+  return SETS[set] == 'r'
+end
+
+-- Stamp that a selector's set was used now (rewritten at most once per USE_REFRESH_S).
+local function note_use(set, now)
+  local seconds = math.floor(now / 1000000)
+  if USED[set] == nil or seconds - USED[set] >= USE_REFRESH_S then
+    redis.call('HSET', K_META, 'used:' .. set, seconds)
+  end
+end
+
+-- A released record's place on the time line: its purge time plus half a microsecond.
+local function purge_score(ended, retention_us)
+  return int_str(ended + retention_us) .. '.5'
+end
+
+-- Give back one lease slot of proxy `id`: the lease count returned by the decrement decides
+-- whether the proxy comes back into the kept sets (it was full) or only moves in 'least'.
+local function free_slot(id)
+  local n = redis.call('HINCRBY', K_COUNTS, id, -1)
+  if n <= 0 then
     redis.call('HDEL', K_COUNTS, id)
+    if n < 0 then  -- no slot was taken (the proxy was deleted, or re-saved since)
+      return
+    end
   end
-  reindex(id, p, {st = p.st, n = n})
+  if not (SETS.first or SETS.least or SETS.rr or SETS.latency) then
+    return
+  end
+  local state = redis.call('HGET', K_STATE, id)
+  if not state or not string.find(state, '"s":"active"', 1, true) then
+    return
+  end
+  local m = tonumber(string.match(state, '"m":(%d+)'))
+  local was_full = m ~= nil and n + 1 >= m
+  if not was_full and not SETS.least then
+    return
+  end
+  if was_full and n >= m then  -- still full (its max was lowered meanwhile)
+    return
+  end
+  local st = peek(state)
+  for _, set in ipairs(SET_NAMES) do
+    if SETS[set] and (was_full or set == 'least') then
+      local member, score = placement(set, id, st, n)
+      redis.call('ZADD', SET_KEYS[set], score, member)
+    end
+  end
 end
 
--- Drop at most PURGE_BATCH released lease records whose retention has passed.
-local function purge_history(now)
-  local old = redis.call('ZRANGEBYSCORE', K_HISTORY, '-inf', now, 'LIMIT', 0, PURGE_BATCH)
-  if #old > 0 then
-    redis.call('HDEL', K_LEASES, unpack(old))
-    redis.call('ZREM', K_HISTORY, unpack(old))
-  end
-end
-
--- Finish an active lease the caller has just taken out of K_DEADLINES: stamp when it ended
--- (now, or its deadline if that came first: a lease never outlives its deadline, and
--- `released >= expires` then says it ended by expiry), schedule its record for purging and
--- give its slot back to the proxy (never below zero). Returns the updated record JSON and
--- whether it ended by expiry.
+-- Finish an active lease: stamp when it ended (now, or its deadline if that came first: a
+-- lease never outlives its deadline, and `released >= expires` then says it ended by
+-- expiry), move it on the time line to its purge time and give its slot back to the proxy.
+-- A record already released is left as it is. Returns the updated record JSON and whether it
+-- ended by expiry.
 local function end_lease(lease_id, raw, now, retention_us)
-  local rec = cjson.decode(raw)
-  local due = tonumber(rec.expires)
-  local ended = math.min(now, due)
-  rec.released = int_str(ended)
-  local encoded = cjson.encode(rec)
-  redis.call('HSET', K_LEASES, lease_id, encoded)
-  redis.call('ZADD', K_HISTORY, int_str(ended + retention_us), lease_id)
-  local p = load_proxy(rec.proxy)
-  if p and p.n > 0 then
-    set_leases(rec.proxy, p, p.n - 1)
+  if string.find(raw, '"released"', 1, true) then
+    return raw, false
   end
+  local due = tonumber(string.match(raw, '"expires":%s*"(%d+)"'))
+  local ended = math.min(now, due)
+  local encoded = string.sub(raw, 1, -2) .. ',"released":"' .. int_str(ended) .. '"}'
+  redis.call('HSET', K_LEASES, lease_id, encoded)
+  redis.call('ZADD', K_DEADLINES, purge_score(ended, retention_us), lease_id)
+  free_slot(string.match(raw, '"proxy":%s*"([^"]+)"'))
   return encoded, due <= now
 end
 
--- Release at most `batch` of this pool's leases whose deadline has passed. Returns how many
--- were released and whether the batch was full (more may be due).
+-- Release at most `batch` of this pool's due time line entries: active leases whose deadline
+-- has passed are ended, released records whose retention has passed are purged. Returns how
+-- many leases were released and whether the batch was full (more may be due).
 local function reclaim_due(now, retention_us, batch)
-  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', int_str(now), 'LIMIT', 0, batch)
-  for _, lease_id in ipairs(due) do
-    redis.call('ZREM', K_DEADLINES, lease_id)
-    local raw = redis.call('HGET', K_LEASES, lease_id)
-    if raw then
-      end_lease(lease_id, raw, now, retention_us)
+  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', int_str(now),
+                         'WITHSCORES', 'LIMIT', 0, batch)
+  local purge, reclaimed = {}, 0
+  for i = 1, #due, 2 do
+    local lease_id = due[i]
+    if tonumber(due[i + 1]) % 1 ~= 0 then
+      purge[#purge + 1] = lease_id
+    else
+      local raw = redis.call('HGET', K_LEASES, lease_id)
+      if raw then
+        end_lease(lease_id, raw, now, retention_us)
+        reclaimed = reclaimed + 1
+      else
+        redis.call('ZREM', K_DEADLINES, lease_id)
+      end
     end
   end
-  return #due, #due == batch
+  if #purge > 0 then
+    redis.call('HDEL', K_LEASES, unpack(purge))
+    redis.call('ZREM', K_DEADLINES, unpack(purge))
+  end
+  return reclaimed, #due == 2 * batch
 end
 
 -- The cleanup index's entry for this pool (KEYS of schedule.lua, another slot) is known to
@@ -159,7 +304,7 @@ end
 -- needs no schedule.lua call. Acquire and lease scripts pipelined with schedule.lua lower it
 -- to their deadline (note_scheduled); reclaim.lua sets it to what cleanup puts back.
 local function scheduled_at()
-  return tonumber(redis.call('HGET', K_META, 'sched'))
+  return SCHED
 end
 
 local function note_scheduled(deadline, sched)
@@ -170,15 +315,30 @@ local function note_scheduled(deadline, sched)
   return sched
 end
 
--- Create lease `lease_id` on proxy `id` (loaded as `p`, known to be available) and return
--- its record JSON.
-local function start_lease(id, p, lease_id, consumer_id, now, duration_us)
-  local rec = cjson.encode({
-    proxy = id, consumer = consumer_id,
-    acquired = int_str(now), expires = int_str(now + duration_us),
-  })
+-- Create lease `lease_id` on proxy `id` (state JSON `state`, known to be available): the
+-- lease count returned by the increment decides whether the proxy is now full and leaves
+-- the kept sets, or only moves in 'least'. Returns the record JSON and the new lease count.
+-- The record is JSON built by hand: every value is a UUID or digits.
+local function start_lease(id, state, lease_id, consumer_id, now, duration_us)
+  local expires = int_str(now + duration_us)
+  local rec = '{"proxy":"' .. id .. '","consumer":"' .. consumer_id .. '","acquired":"'
+    .. int_str(now) .. '","expires":"' .. expires .. '"}'
   redis.call('HSET', K_LEASES, lease_id, rec)
-  redis.call('ZADD', K_DEADLINES, int_str(now + duration_us), lease_id)
-  set_leases(id, p, p.n + 1)
-  return rec
+  redis.call('ZADD', K_DEADLINES, expires, lease_id)
+  local n = redis.call('HINCRBY', K_COUNTS, id, 1)
+  local m = tonumber(string.match(state, '"m":(%d+)'))
+  if m ~= nil and n >= m then  -- now full: out of every kept set
+    for _, set in ipairs(SET_NAMES) do
+      if SETS[set] then
+        local member = id
+        if set == 'least' then
+          member = string.match(state, '"c":"(%d+)"') .. id
+        end
+        redis.call('ZREM', SET_KEYS[set], member)
+      end
+    end
+  elseif SETS.least then
+    redis.call('ZADD', K_LEAST, n, string.match(state, '"c":"(%d+)"') .. id)
+  end
+  return rec, n
 end

@@ -6,18 +6,18 @@
 -- candidates go back to Python in selector order.
 --
 -- How to add a selector. Each selector walks one sorted set of the available proxies, kept
--- in its order by every script that changes a proxy, so a pick is O(log N):
+-- in its order (once the pool has been asked for it, see _pool.lua) by every script that
+-- changes a proxy, so a pick is O(log N):
 --   1. pharox's SelectorStrategy names it (its value is what ARGV carries here).
 --   2. pharox_redis/keys.py: add the set to PoolKeys (say its member and score there).
---   3. _pool.lua, reindex(): add, move and remove members as proxies change; if the score
---      needs a field of the proxy, add it to codec.ProxyState (pharox_redis/codec.py).
---   4. Here: map the strategy to the set in ORDER_KEYS (and in walk(), a member that is not
---      the bare proxy id back to the id, as for least_used).
---   5. audit.lua: SETS and placements(), so the audit recomputes and repairs the set.
+--   3. _pool.lua: SET_NAMES, SET_KEYS, SELECTOR_SETS, META_HEAD, and placement() (member and
+--      score); if the score needs a field of the proxy, add it to codec.ProxyState
+--      (pharox_redis/codec.py) and to peek().
+--   4. Here, in walk(): a member that is not the bare proxy id back to the id, as for
+--      least_used.
+--   5. audit.lua checks every kept set through placement(); nothing to add there.
 --   6. tests/storage/test_selection.py: the order against pharox's reference adapters.
 local EARTH_RADIUS_KM = 6371.0
-local ORDER_KEYS = {first_available = K_FIRST, least_used = K_LEAST,
-                    round_robin = K_RR, lowest_latency = K_LATENCY}
 
 local function near(a, b)
   return math.abs(a - b) <= 1e-6
@@ -98,11 +98,32 @@ end
 
 -- Walk the available proxies in selector order from position `offset` and append to `out`
 -- the candidates that may match: 5 values each (id, 1 if it matches or 0 if undecided,
--- state JSON, lease count, record). Stops after the first match, after `max_undecided`
--- undecided candidates, or after examining `budget` proxies. Returns the position to
--- continue from, or -1 when the order is exhausted.
+-- state JSON, lease count, record); the lease count is false for a match (the caller that
+-- leases it learns the count from start_lease, find.lua reads it). Stops after the first
+-- match, after `max_undecided` undecided candidates, or after examining `budget` proxies.
+-- Returns the position to continue from, or -1 when the order is exhausted. The selector's
+-- set must be ready (ensure_set in _pool.lua).
 local function walk(out, selector, filter_json, offset, budget, max_undecided)
-  local order = ORDER_KEYS[selector]
+  local order = SET_KEYS[SELECTOR_SETS[selector]]
+  local least = selector == 'least_used'
+  local function candidate(member, verdict, state)
+    local id = least and string.sub(member, -36) or member
+    state = state or redis.call('HGET', K_STATE, id)
+    out[#out + 1] = id
+    out[#out + 1] = verdict and 1 or 0
+    out[#out + 1] = state
+    out[#out + 1] = not verdict and (tonumber(redis.call('HGET', K_COUNTS, id)) or 0)
+    out[#out + 1] = redis.call('HGET', K_RECORDS, id)
+  end
+  if filter_json == '' and offset == 0 and selector ~= 'round_robin' then
+    -- Without a filter the first member is taken: one read, no count of the set.
+    local first = redis.call('ZRANGE', order, 0, 0)
+    if #first == 0 then
+      return -1
+    end
+    candidate(first[1], true)
+    return 1  -- a walk continued from here finds out whether more follow
+  end
   local filter = nil
   if filter_json ~= '' then
     filter = cjson.decode(filter_json)
@@ -125,21 +146,14 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided)
     local members = redis.call('ZRANGE', order, rank, rank + chunk - 1)
     for _, member in ipairs(members) do
       examined, pos = examined + 1, pos + 1
-      local id = member
-      if selector == 'least_used' then
-        id = string.sub(member, -36)
-      end
+      local id = least and string.sub(member, -36) or member
       local state = redis.call('HGET', K_STATE, id)
       local verdict = true
       if filter then
         verdict = matches(filter, cjson.decode(state))
       end
       if verdict ~= false then
-        out[#out + 1] = id
-        out[#out + 1] = verdict and 1 or 0
-        out[#out + 1] = state
-        out[#out + 1] = tonumber(redis.call('HGET', K_COUNTS, id)) or 0
-        out[#out + 1] = redis.call('HGET', K_RECORDS, id)
+        candidate(member, verdict, state)
         if not verdict then
           undecided = undecided + 1
         end

@@ -17,6 +17,7 @@
 -- ARGV[11] most expired leases reclaimed by this call (integer >= 0)
 -- ARGV[12] '1' when schedule.lua follows in the same pipeline, else '0': then a lease is made
 --   only if the pool's cleanup entry already covers it (see scheduled_at in _pool.lua)
+-- ARGV[13] '1' to have the pool counters in the reply, else '0'
 -- Returns (see _pool.lua) {code, name, counters, covered, ...}: covered is 1 when a later
 --   lease of the same duration needs no schedule.lua call; then by code:
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
@@ -24,12 +25,14 @@
 --   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
 --     no items and offset -1 means nothing matches
 --   or {'schedule', name, false}: nothing was done; send again with schedule.lua pipelined
+--   or {'build', name, false}: the selector's set is being built (one bounded step per
+--     call, see ensure_set in _pool.lua); nothing was leased: send again
 --   | 'nopool' | 'stale'
 local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
 local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
-local with_schedule = ARGV[12] == '1'
+local with_schedule, with_counters = ARGV[12] == '1', ARGV[13] == '1'
 
 local name, refused = pool_named(expected_name)
 if not name then
@@ -39,12 +42,12 @@ end
 local sched = scheduled_at()
 
 local function leased(code, rec, proxy_id, state, count, record)
-  return answer(code, name, true, {sched and 1 or 0, rec, proxy_id, state, count, record})
+  return answer(code, name, with_counters, {sched and 1 or 0, rec, proxy_id, state, count, record})
 end
 
 local existing = redis.call('HGET', K_LEASES, lease_id)
 if existing then
-  local id = cjson.decode(existing).proxy
+  local id = string.match(existing, '"proxy":%s*"([^"]+)"')
   return leased('exists', existing, id, redis.call('HGET', K_STATE, id),
                 tonumber(redis.call('HGET', K_COUNTS, id)) or 0, redis.call('HGET', K_RECORDS, id))
 end
@@ -56,23 +59,26 @@ end
 if reclaim_batch > 0 then
   reclaim_due(now, retention_us, reclaim_batch)
 end
-purge_history(now)
+local set = SELECTOR_SETS[selector]
+if not ensure_set(set) then
+  return answer('build', name, false)
+end
+note_use(set, now)
 
 local items = {}
 local next_offset = walk(items, selector, filter_json, offset, budget, max_undecided)
 if items[2] == 1 then
-  local id, state, count, record = items[1], items[3], items[4], items[5]
-  local p = {st = cjson.decode(state), n = count}
-  local rec = start_lease(id, p, lease_id, consumer_id, now, duration_us)
+  local id, state, record = items[1], items[3], items[5]
+  local rec, count = start_lease(id, state, lease_id, consumer_id, now, duration_us)
   if with_schedule then
     sched = note_scheduled(now + duration_us, sched)
   end
   if selector == 'round_robin' then
     redis.call('SET', K_CURSOR, id)
   end
-  return leased('ok', rec, id, state, count + 1, record)
+  return leased('ok', rec, id, state, count, record)
 end
-local out = answer('scan', name, true, {sched and 1 or 0, next_offset})
+local out = answer('scan', name, with_counters, {sched and 1 or 0, next_offset})
 for _, value in ipairs(items) do
   out[#out + 1] = value
 end

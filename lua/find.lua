@@ -10,7 +10,9 @@
 -- ARGV[5] scan budget: most candidates examined by this call (integer >= 1)
 -- ARGV[6] most undecided candidates returned (integer >= 1)
 -- Returns (see _pool.lua) {'ok', name, false, next offset (-1 when the order is exhausted),
---   item...} | 'nopool' | 'stale'; an item is 5 values (see walk in _select.lua).
+--   item...} | {'build', name, false} (the selector's set is being built, one bounded step
+--   per call: send again) | 'nopool' | 'stale'; an item is 5 values (see walk in
+--   _select.lua; here a match has its lease count too).
 local expected_name, selector, filter_json = ARGV[1], ARGV[2], ARGV[3]
 local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
@@ -18,9 +20,19 @@ local name, refused = pool_named(expected_name)
 if not name then
   return refused
 end
+local set = SELECTOR_SETS[selector]
+if not ensure_set(set) then
+  return answer('build', name, false)
+end
 local out = answer('ok', name, false, {-1})
 out[4] = walk(out, selector, filter_json, offset, budget, max_undecided)
+for i = 5, #out, 5 do
+  if out[i + 1] == 1 then
+    out[i + 3] = tonumber(redis.call('HGET', K_COUNTS, out[i])) or 0
+  end
+end
 if selector == 'round_robin' and out[6] == 1 then
   redis.call('SET', K_CURSOR, out[5])
 end
+note_use(set, now_us())
 return out

@@ -1,13 +1,16 @@
--- reclaim.lua: release this pool's expired leases (deadline <= server time), a bounded batch.
+-- reclaim.lua: release this pool's expired leases (deadline <= server time) and purge the
+-- records whose retention has passed, a bounded batch of the time line (see _pool.lua).
 -- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] retention of released lease records in microseconds (integer >= 0)
--- ARGV[2] batch size: most leases reclaimed by this call (integer > 0)
+-- ARGV[2] batch size: most time line entries handled by this call (integer > 0)
 -- Sets the pool's 'sched' field (see _pool.lua) to `next`, where cleanup puts the pool's
 -- entry in the global index back.
--- Returns (see _pool.lua) {'ok', name, false, reclaimed, more, next}: how many were
+-- Returns (see _pool.lua) {'ok', name, false, reclaimed, more, next}: how many leases were
 --   reclaimed; more = 1 when the batch was full; next = the earliest remaining deadline in
---   microseconds, or '' when no lease is active | 'nopool'
+--   microseconds (or an earlier purge time, when many records are retained), or '' when no
+--   lease is active | 'nopool'
 local retention_us, batch = tonumber(ARGV[1]), tonumber(ARGV[2])
+local LOOKAHEAD = 64  -- time line entries read to find the earliest active deadline
 
 local name, refused = pool_named('')
 if not name then
@@ -15,12 +18,20 @@ if not name then
 end
 local now = now_us()
 local reclaimed, more = reclaim_due(now, retention_us, batch)
-purge_history(now)
-local first = redis.call('ZRANGE', K_DEADLINES, 0, 0, 'WITHSCORES')
--- Cleanup puts the index entry back at `first` (or drops it): mirror that in 'sched'.
-if first[2] then
-  redis.call('HSET', K_META, 'sched', first[2])
+-- The earliest active deadline: the first whole score on the time line. Past a window of
+-- purge entries, the window's end stands in for it (early is safe: cleanup then purges).
+local window = redis.call('ZRANGE', K_DEADLINES, 0, LOOKAHEAD - 1, 'WITHSCORES')
+local next_at = nil
+for i = 2, #window, 2 do
+  if tonumber(window[i]) % 1 == 0 or i == 2 * LOOKAHEAD then
+    next_at = int_str(math.floor(tonumber(window[i])))
+    break
+  end
+end
+-- Cleanup puts the index entry back at `next_at` (or drops it): mirror that in 'sched'.
+if next_at then
+  redis.call('HSET', K_META, 'sched', next_at)
 else
   redis.call('HDEL', K_META, 'sched')
 end
-return answer('ok', name, false, {reclaimed, more and 1 or 0, first[2] or ''})
+return answer('ok', name, false, {reclaimed, more and 1 or 0, next_at or ''})

@@ -15,18 +15,15 @@ local raw = redis.call('HGET', K_LEASES, lease_id)
 if not raw then
   return answer('missing', name, false)
 end
-local deadline = tonumber(redis.call('ZSCORE', K_DEADLINES, lease_id))
-if not deadline then
+if string.find(raw, '"released"', 1, true) then
   return answer('lost', name, false, {raw})
 end
 local now = now_us()
-if deadline <= now then
-  redis.call('ZREM', K_DEADLINES, lease_id)
+if tonumber(string.match(raw, '"expires":%s*"(%d+)"')) <= now then
   return answer('lost', name, false, {(end_lease(lease_id, raw, now, retention_us))})
 end
-local rec = cjson.decode(raw)
-rec.expires = int_str(now + duration_us)
-local encoded = cjson.encode(rec)
+local expires = int_str(now + duration_us)
+local encoded = string.gsub(raw, '"expires":%s*"%d+"', '"expires":"' .. expires .. '"', 1)
 redis.call('HSET', K_LEASES, lease_id, encoded)
-redis.call('ZADD', K_DEADLINES, rec.expires, lease_id)
+redis.call('ZADD', K_DEADLINES, expires, lease_id)
 return answer('ok', name, false, {encoded})

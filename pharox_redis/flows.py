@@ -179,7 +179,7 @@ def acquire(policy: Policy, asked: AcquireRequest) -> Flow[Optional[LeasedProxy]
     sent_at = time.monotonic()
     try:
         acquired: Acquired = yield from retried(
-            policy, lambda: acquiring.acquire(policy.context, asked)
+            policy, lambda: acquiring.acquire(policy.context, asked, bool(policy.on_acquire))
         )
     except RedisStorageError as exc:
         exc.lease_id = asked.lease_id
@@ -221,7 +221,9 @@ def release(
     held = unwrap_lease(lease)
     leased = lease if isinstance(lease, LeasedProxy) else None
     done: Released = yield from retried(
-        policy, lambda: leases.release(policy.context, held), leased if bounded else None
+        policy,
+        lambda: leases.release(policy.context, held, bool(policy.on_release)),
+        leased if bounded else None,
     )
     held.released_at = held.released_at or done.released_at or now_utc()
     if done.expired:

@@ -20,20 +20,23 @@ class PoolKeys(NamedTuple):
     This is their one definition: ``scripts.py`` binds ``KEYS[i]`` to a Lua local named after
     each field (``K_META``, ``K_STATE``, ...), so Python and Lua cannot disagree on the order.
 
-    * ``meta`` hash: name, description, the counters total, active, available, leased,
-      leases, and ``sched`` (where the pool's cleanup entry is at the latest).
+    * ``meta`` hash: name, description, ``active`` (how many proxies are ACTIVE), ``sched``
+      (where the pool's cleanup entry is at the latest), and for each availability set
+      ``set:<set>`` ('r' when ready, an HSCAN cursor while it is built, absent when it is
+      not kept) and ``used:<set>`` (when a selector last used it, server seconds).
     * ``state`` hash: proxy id -> JSON of every field Lua reads (``codec.ProxyState``).
     * ``counts`` hash: proxy id -> current lease count (absent when 0).
     * ``records`` hash: proxy id -> msgpack of host, port, protocol, credentials.
     * ``first``, ``least``, ``rr``, ``latency`` zsets: the available proxies in each
-      selector's order. Scores and members: ``first`` -checked_at_us and id; ``least`` lease
-      count and ``<checked18><id>``; ``rr`` 0 and id (lexicographic = UUID order);
+      selector's order, kept only once the pool has been asked for that selector (see
+      ``lua/_pool.lua``). Scores and members: ``first`` -checked_at_us and id; ``least``
+      lease count and ``<checked18><id>``; ``rr`` 0 and id (lexicographic = UUID order);
       ``latency`` the last reachable latency in ms (``inf`` for none) and id. To add a
       selector, see the note at the top of ``lua/_select.lua``.
     * ``cursor`` string: id of the proxy ``ROUND_ROBIN`` handed out last.
-    * ``deadlines`` zset: active lease id -> expires_at in microseconds (server clock).
+    * ``deadlines`` zset: the lease records' time line: active lease id -> expires_at in
+      microseconds (server clock); released lease id -> purge time + 0.5.
     * ``leases`` hash: lease id -> JSON {proxy, consumer, acquired, expires, released}.
-    * ``history`` zset: released lease id -> purge time in microseconds.
     """
 
     meta: str
@@ -47,12 +50,16 @@ class PoolKeys(NamedTuple):
     cursor: str
     deadlines: str
     leases: str
-    history: str
 
     @property
     def tag(self) -> str:
         """Return the key prefix shared by all of this pool's keys."""
         return self.meta[: -len("meta")]
+
+    @property
+    def legacy_history(self) -> str:
+        """Return the released-lease zset of 0.1.0 (now part of ``deadlines``)."""
+        return f"{self.tag}history"
 
     def health(self, proxy_id: UUID | str) -> str:
         """Return the key of a proxy's health history."""

@@ -33,6 +33,7 @@ POOL_SCRIPTS = (
     "delete_proxy",
     "health",
     "audit",
+    "stats",
 )
 GLOBAL_SCRIPTS = ("register_pool", "unregister_pool", "schedule", "due")
 KEY_BINDING = "keys.py (PoolKeys)"  # what the generated key line is called in error messages

@@ -1,7 +1,7 @@
 """The acquire behind both managers: find and lease in one round trip.
 
 ``lua/acquire.lua`` reclaims the pool's expired leases, walks the selector order, leases the
-first match and returns the lease, the proxy and the pool counters, pipelined with
+first match and returns the lease, the proxy (and the pool counters when asked), pipelined with
 ``lua/schedule.lua`` when the pool's cleanup entry may not cover the lease. Filters with
 Python predicates take more: candidates come back in selector order, Python tests them, and
 ``lua/lease.lua`` leases the chosen ones only if they are still available.
@@ -56,15 +56,21 @@ class Acquired(NamedTuple):
         return None if self.counters is None else codec.stats_snapshot(pool_name, self.counters)
 
 
-def acquire(ctx: Context, request: AcquireRequest) -> Op[Acquired]:
-    """Lease a proxy from a pool by selector and filters; ``lease`` is None when none fits."""
+def acquire(ctx: Context, request: AcquireRequest, with_counters: bool = False) -> Op[Acquired]:
+    """Lease a proxy from a pool by selector and filters; ``lease`` is None when none fits.
+
+    The pool counters come back only ``with_counters`` (they cost Redis work: see
+    ``counters()`` in ``lua/_pool.lua``); otherwise ``Acquired.counters`` is None.
+    """
     duration_us = lease_duration_us(request.duration_seconds)
     filter_json = compile_filters(request.filters).json
     check_text(request.pool_name, "pool_name")  # refused before a consumer is created
     consumer_id = yield from ensure_consumer(ctx, request.consumer_name)
 
     def attempt(pool_id: UUID) -> Op[Union[Acquired, Stale]]:
-        return _acquire_in(ctx, pool_id, request, filter_json, consumer_id, duration_us)
+        return _acquire_in(
+            ctx, pool_id, request, filter_json, consumer_id, duration_us, with_counters
+        )
 
     acquired = yield from in_named_pool(ctx, request.pool_name, attempt)
     return acquired or Acquired(None, None, None)
@@ -77,6 +83,7 @@ def _acquire_in(
     filter_json: bytes,
     consumer_id: UUID,
     duration_us: int,
+    with_counters: bool,
 ) -> Op[Union[Acquired, Stale]]:
     pk = ctx.keys.pool(pool_id)
     offset = 0
@@ -95,6 +102,7 @@ def _acquire_in(
             ctx.retention_us,
             ACQUIRE_RECLAIM,
             "1" if schedule else "0",
+            "1" if with_counters else "0",
         )
         raw = yield lease_batch(
             ctx, ScriptCall("acquire", pk, args), pool_id, duration_us, schedule
@@ -106,6 +114,8 @@ def _acquire_in(
             return STALE
         if reply.code == "schedule":  # the cleanup entry does not cover this lease
             ctx.covered.discard(pool_id)
+            continue
+        if reply.code == "build":  # one step of building the selector's set: send again
             continue
         if reply.covered:
             ctx.covered.add(pool_id)
@@ -132,6 +142,7 @@ def _acquire_in(
                 consumer_id,
                 duration_us,
                 move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
+                with_counters=with_counters,
             )
             if taken.code in ("nopool", "stale"):
                 return STALE

@@ -91,6 +91,7 @@ def lease_proxy(
     consumer_id: UUID,
     duration_us: int,
     move_cursor: bool = False,
+    with_counters: bool = False,
 ) -> Op[LeaseReply]:
     """Lease the first available of ``proxy_ids`` (``lua/lease.lua``), in one round trip."""
     first, *more = proxy_ids
@@ -102,6 +103,7 @@ def lease_proxy(
         duration_us,
         ctx.retention_us,
         "1" if move_cursor else "0",
+        "1" if with_counters else "0",
         *more,
     )
     raw = yield lease_batch(
@@ -172,16 +174,19 @@ def unschedule(ctx: Context, pool_id: UUID) -> Command:
     return Command(("ZREM", ctx.keys.globals.deadlines, str(pool_id)))
 
 
-def release_call(ctx: Context, pool_id: UUID, lease_id: UUID) -> ScriptCall:
+def release_call(
+    ctx: Context, pool_id: UUID, lease_id: UUID, with_counters: bool = False
+) -> ScriptCall:
     """Return the call that releases a lease (``lua/release.lua``)."""
-    return ScriptCall("release", ctx.keys.pool(pool_id), (str(lease_id), ctx.retention_us))
+    args = (str(lease_id), ctx.retention_us, "1" if with_counters else "0")
+    return ScriptCall("release", ctx.keys.pool(pool_id), args)
 
 
-def release(ctx: Context, lease: Lease) -> Op[Released]:
-    """Release a lease (idempotent); return when it ended and the counters after it.
+def release(ctx: Context, lease: Lease, with_counters: bool = False) -> Op[Released]:
+    """Release a lease (idempotent); return when it ended (and the counters after it).
 
     Nothing is known (all None) when the lease's pool is unknown or gone, or no lease has
-    such an id.
+    such an id. The counters come back only ``with_counters``.
     """
     if not isinstance(lease, Lease):
         raise ValueError(f"expected a pharox Lease, got {type(lease).__name__}")
@@ -193,7 +198,8 @@ def release(ctx: Context, lease: Lease) -> Op[Released]:
         if found is None:
             return NOTHING_RELEASED
         pool_id = found[0]
-    raw, *waited = yield with_wait(ctx, release_call(ctx, pool_id, lease.id), pool_id=pool_id)
+    call = release_call(ctx, pool_id, lease.id, with_counters)
+    raw, *waited = yield with_wait(ctx, call, pool_id=pool_id)
     reply = replies.release_reply(raw)
     if reply.code == "nopool":
         return NOTHING_RELEASED

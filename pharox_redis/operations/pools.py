@@ -20,8 +20,6 @@ from .context import Context
 from .resolve import in_named_pool, pool_list
 from .validation import check_text, parse_uuid
 
-STATS_FIELDS = ("name", "total", "active", "available", "leased", "leases")
-
 
 def save_pool(ctx: Context, pool: ProxyPool) -> Op[None]:
     """Insert or update a pool; a rename keeps its proxies."""
@@ -102,17 +100,22 @@ def drop_pool_keys(ctx: Context, uid: UUID) -> Op[None]:
             yield one(Command(("UNLINK", *(pk.health(text(f)) for f in fields))))
         if int(cursor) == 0:
             break
-    yield one(Command(("UNLINK", *pk)))
+    yield one(Command(("UNLINK", *pk, pk.legacy_history)))
     ctx.forget_pool(uid)
 
 
 def get_pool_stats(ctx: Context, pool_name: str) -> Op[Optional[PoolStatsSnapshot]]:
-    """Return the pool's counters, one round trip; None for an unknown pool."""
+    """Return the pool's counters (``lua/stats.lua``), one round trip; None for an unknown pool.
+
+    The counters are derived atomically (see ``counters()`` in ``lua/_pool.lua``): the work
+    grows with the number of leased proxies.
+    """
 
     def read(uid: UUID) -> Op[Union[PoolStatsSnapshot, Stale]]:
-        (values,) = yield one(Command(("HMGET", ctx.keys.pool(uid).meta, *STATS_FIELDS)))
-        if values[0] is None or text(values[0]) != pool_name:
+        (raw,) = yield one(ScriptCall("stats", ctx.keys.pool(uid), (pool_name,)))
+        reply = replies.pool_reply(raw)
+        if reply.code != "ok" or reply.counters is None:
             return STALE
-        return codec.stats_snapshot(pool_name, [int(v or 0) for v in values[1:]])
+        return codec.stats_snapshot(pool_name, [int(v) for v in reply.counters])
 
     return (yield from in_named_pool(ctx, pool_name, read))

@@ -66,6 +66,8 @@ def _find(
         args = (pool_name, strategy.value, compiled.json, offset, SCAN_BUDGET, MAX_UNDECIDED)
         (raw,) = yield one(ScriptCall("find", pk, args))
         reply = replies.find_reply(raw)
+        if reply.code == "build":  # one step of building the selector's set: send again
+            continue
         if reply.code != "ok":
             return STALE
         proxy = next(matching(reply.found, pool_id, filters), None)
