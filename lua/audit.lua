@@ -5,29 +5,33 @@
 -- KEYS the pool's keys (see _pool.lua)
 -- ARGV[1] step; pharox_redis/operations/audit.py runs them in this order, so a repair fixes what
 --   later steps rely on first (a count is never lowered because a deadline was missing):
---   'leases'   one HSCAN page of :leases: an active lease is in the deadline zset, a
---              released one in the history zset.
---   'history'  one rank range of :history: the lease record still exists.
---   'counts'   the registered name; each deadline belongs to an active lease of an existing
---              proxy, at its expiry; each proxy's lease count equals its active leases (the
---              deadline zset is their index). Work: O(active leases + leased proxies).
+--   'leases'   one HSCAN page of :leases: each record is on the time line (:deadlines).
+--   'timeline' one rank range of :deadlines: each entry has a lease record, an active lease
+--              is scored at its expiry and a released one at a purge time (x.5).
+--   'counts'   the registered name; each active lease on the time line belongs to an
+--              existing proxy; each proxy's lease count equals its active leases. Work:
+--              O(time line entries + leased proxies).
 --   'proxies'  one HSCAN page of :state: a connection record exists, and the proxy is in
---              each availability set with the right score exactly when it is available.
+--              each kept availability set with the right score exactly when it is available.
 --   'records'  one HSCAN page of :records: each belongs to a proxy.
---   'sets'     one rank range of each availability set: every member is an available
---              proxy with that member name (no stale members).
---   'counters' the five pool counters. Work: O(active leases).
+--   'sets'     one rank range of each kept availability set: every member is an available
+--              proxy with that member name; an availability set that is not kept is removed;
+--              on the first page, with 'repair', sets unused for ARGV[7] seconds are dropped
+--              (reported as 'idle-set', which is no drift).
+--   'counters' the 'active' counter (the other counters are derived, see _pool.lua).
 -- ARGV[2] 'check' | 'repair'
 -- ARGV[3] the pool's name in the global registry
 -- ARGV[4] retention of released lease records in microseconds (integer >= 0)
 -- ARGV[5] cursor (HSCAN cursor, or rank to start at) ('0' to start)
 -- ARGV[6] page size (integer >= 1)
+-- ARGV[7] seconds after which an unused availability set is dropped (integer >= 0)
+-- ARGV[8] for 'counters': active proxies the 'proxies' pages counted (used when no set is
+--   ready to count them atomically)
 -- Returns (see _pool.lua) 'nopool' | {'ok', name, false, next cursor ('0' when done), a, b,
---   c, drift...}: for
---   'counts' a = the pool's 'sched' field ('' for none), b = active leases and c = earliest
---   deadline ('' for none), for 'counters'
---   a = proxies, otherwise a = items examined; then four strings per drift: what, subject,
---   found, expected ('' for absent)
+--   c, drift...}: for 'counts' a = the pool's 'sched' field ('' for none), b = active leases
+--   and c = earliest deadline ('' for none), for 'counters' a = proxies, for 'proxies' a =
+--   items examined and b = active proxies among them, otherwise a = items examined; then
+--   four strings per drift: what, subject, found, expected ('' for absent)
 local step, repair, registered = ARGV[1], ARGV[2] == 'repair', ARGV[3]
 local retention_us, cursor, page = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 
@@ -52,16 +56,6 @@ local function as_table(flat)
   return t
 end
 
-local SETS = {first = K_FIRST, least = K_LEAST, rr = K_RR, latency = K_LATENCY}
-
--- Where an available proxy belongs: member and score in each set.
-local function placements(id, p)
-  return {
-    first = {id, p.st.f}, least = {p.st.c .. id, p.n},
-    rr = {id, 0}, latency = {id, p.st.l or 'inf'},
-  }
-end
-
 local function same_score(stored, want)
   if stored == nil or stored == false then
     return false
@@ -72,27 +66,8 @@ local function same_score(stored, want)
   return tonumber(stored) == tonumber(want)
 end
 
--- Active leases by proxy, through the deadline index: {proxy id -> n}, count, earliest.
-local function active_leases(check)
-  local expected_n, earliest, active = {}, nil, 0
-  local deadlines = redis.call('ZRANGE', K_DEADLINES, 0, -1, 'WITHSCORES')
-  for i = 1, #deadlines, 2 do
-    local lease_id, score = deadlines[i], deadlines[i + 1]
-    local raw = redis.call('HGET', K_LEASES, lease_id)
-    local rec = raw and cjson.decode(raw) or nil
-    if rec and rec.released == nil and redis.call('HEXISTS', K_STATE, rec.proxy) == 1 then
-      active = active + 1
-      expected_n[rec.proxy] = (expected_n[rec.proxy] or 0) + 1
-      local due = tonumber(rec.expires)
-      if earliest == nil or due < earliest then
-        earliest = due
-      end
-    end
-    if check then
-      check(lease_id, score, raw, rec)
-    end
-  end
-  return expected_n, active, earliest
+local function is_purge(score)
+  return tonumber(score) % 1 ~= 0
 end
 
 if step == 'counts' then
@@ -102,33 +77,37 @@ if step == 'counts' then
       redis.call('HSET', K_META, 'name', registered)
     end
   end
-  local function check(lease_id, score, raw, rec)
-    if not rec or rec.released ~= nil then
-      report('deadline', lease_id, score, '')
-      if repair then
-        redis.call('ZREM', K_DEADLINES, lease_id)
-      end
-    elseif redis.call('HEXISTS', K_STATE, rec.proxy) == 0 then
-      report('lease-without-proxy', lease_id, rec.proxy, '')
-      if repair then
-        redis.call('ZREM', K_DEADLINES, lease_id)
-        end_lease(lease_id, raw, now_us(), retention_us)
-      end
-    elseif tonumber(score) ~= tonumber(rec.expires) then
-      report('deadline', lease_id, score, rec.expires)
-      if repair then
-        redis.call('ZADD', K_DEADLINES, rec.expires, lease_id)
+  local expected_n, earliest, active = {}, nil, 0
+  local line = redis.call('ZRANGE', K_DEADLINES, 0, -1, 'WITHSCORES')
+  for i = 1, #line, 2 do
+    local lease_id = line[i]
+    if not is_purge(line[i + 1]) then
+      local raw = redis.call('HGET', K_LEASES, lease_id)
+      if raw and not string.find(raw, '"released"', 1, true) then
+        local rec = cjson.decode(raw)
+        if redis.call('HEXISTS', K_STATE, rec.proxy) == 0 then
+          report('lease-without-proxy', lease_id, rec.proxy, '')
+          if repair then
+            end_lease(lease_id, raw, now_us(), retention_us)
+          end
+        else
+          active = active + 1
+          expected_n[rec.proxy] = (expected_n[rec.proxy] or 0) + 1
+          local due = tonumber(rec.expires)
+          if earliest == nil or due < earliest then
+            earliest = due
+          end
+        end
       end
     end
   end
-  local expected_n, active, earliest = active_leases(check)
   -- Lease counts: exactly the proxies with active leases have one.
   local counts = as_table(redis.call('HGETALL', K_COUNTS))
   for id, n in pairs(counts) do
     if expected_n[id] == nil then
       report('count', id, n, '')
       if repair then
-        redis.call('HDEL', K_COUNTS, id)  -- the later steps fix the sets and counters
+        redis.call('HDEL', K_COUNTS, id)  -- the later steps fix the sets
       end
     end
   end
@@ -140,41 +119,42 @@ if step == 'counts' then
       end
     end
   end
-  out[5] = redis.call('HGET', K_META, 'sched') or ''
+  out[5] = SCHED and int_str(SCHED) or ''
   out[6], out[7] = active, earliest and int_str(earliest) or ''
   return out
 end
 
 if step == 'counters' then
-  local expected_n = active_leases(nil)
-  -- Counters. 'available' is the size of the availability sets (the other steps check their
-  -- members; the median of the four sizes is right when one set is damaged), and every full
-  -- ACTIVE proxy has leases, so 'active' needs only the leased proxies.
+  -- 'active' = available proxies (the size of the ready sets; the median when several are
+  -- ready, so one damaged set does not count) + the active proxies that are full.
   local sizes = {}
-  for _, key in pairs(SETS) do
-    sizes[#sizes + 1] = redis.call('ZCARD', key)
-  end
-  table.sort(sizes)
-  local free = sizes[2]
-  local full_active, leased, leases = 0, 0, 0
-  for id, n in pairs(expected_n) do
-    local p = load_proxy(id)
-    leased, leases = leased + 1, leases + n
-    if p.st.s == 'active' and not available(p) then
-      full_active = full_active + 1
+  for _, set in ipairs(SET_NAMES) do
+    if SETS[set] == 'r' then
+      sizes[#sizes + 1] = redis.call('ZCARD', SET_KEYS[set])
     end
   end
-  local totals = {redis.call('HLEN', K_STATE), free + full_active, free, leased, leases}
-  local stored = redis.call('HMGET', K_META, unpack(COUNTERS))
-  for i = 1, 5 do
-    if (tonumber(stored[i]) or 0) ~= totals[i] then
-      report('counter', COUNTERS[i], stored[i] or nil, totals[i])
-      if repair then
-        redis.call('HSET', K_META, COUNTERS[i], totals[i])
+  local want
+  if #sizes > 0 then
+    table.sort(sizes)
+    want = sizes[math.ceil(#sizes / 2)]
+    local flat = redis.call('HGETALL', K_COUNTS)
+    for i = 1, #flat, 2 do
+      local p = load_proxy(flat[i])
+      if p and p.st.s == 'active' and not available(p) then
+        want = want + 1
       end
     end
+  else
+    want = tonumber(ARGV[8]) or 0
   end
-  out[5] = totals[1]
+  local stored = redis.call('HGET', K_META, 'active')
+  if (tonumber(stored) or 0) ~= want then
+    report('counter', 'active', stored or nil, want)
+    if repair then
+      redis.call('HSET', K_META, 'active', want)
+    end
+  end
+  out[5] = redis.call('HLEN', K_STATE)
   return out
 end
 
@@ -195,19 +175,25 @@ if step == 'proxies' then
       end
     else
       local p = {st = cjson.decode(fields[i + 1]), n = tonumber(redis.call('HGET', K_COUNTS, id)) or 0}
-      local want = available(p) and placements(id, p) or nil
-      for set, key in pairs(SETS) do
-        local member = want and want[set][1] or (set == 'least' and p.st.c .. id or id)
-        local score = redis.call('ZSCORE', key, member)
-        if want and not same_score(score, want[set][2]) then
-          report('available:' .. set, member, score or nil, want[set][2])
-          if repair then
-            redis.call('ZADD', key, want[set][2], member)
-          end
-        elseif not want and score then
-          report('available:' .. set, member, score, '')
-          if repair then
-            redis.call('ZREM', key, member)
+      if p.st.s == 'active' then
+        out[6] = out[6] + 1
+      end
+      local fits = available(p)
+      for _, set in ipairs(SET_NAMES) do
+        if SETS[set] then
+          local key = SET_KEYS[set]
+          local member, want = placement(set, id, p.st, p.n)
+          local score = redis.call('ZSCORE', key, member)
+          if fits and not same_score(score, want) then
+            report('available:' .. set, member, score or nil, want)
+            if repair then
+              redis.call('ZADD', key, want, member)
+            end
+          elseif not fits and score then
+            report('available:' .. set, member, score, '')
+            if repair then
+              redis.call('ZREM', key, member)
+            end
           end
         end
       end
@@ -234,22 +220,42 @@ end
 
 if step == 'sets' then
   local start = tonumber(cursor)
-  local longest = 0
-  for set, key in pairs(SETS) do
-    local members = redis.call('ZRANGE', key, start, start + page - 1)
-    longest = math.max(longest, #members)
-    for _, member in ipairs(members) do
-      out[5] = out[5] + 1
-      local id = set == 'least' and string.sub(member, -36) or member
-      local p = load_proxy(id)
-      local fits = p ~= nil and available(p)
-      if fits and set == 'least' then
-        fits = p.st.c .. id == member
-      end
-      if not fits then
-        report('available:' .. set, member, 'member', '')
+  if start == 0 then
+    local idle_s = tonumber(ARGV[7])
+    local seconds = math.floor(now_us() / 1000000)
+    for _, set in ipairs(SET_NAMES) do
+      if SETS[set] and repair and (USED[set] == nil or seconds - USED[set] >= idle_s) then
+        report('idle-set', set, USED[set] or '', '')
+        redis.call('DEL', SET_KEYS[set])
+        redis.call('HDEL', K_META, 'set:' .. set, 'used:' .. set)
+        SETS[set] = nil
+      elseif not SETS[set] and redis.call('EXISTS', SET_KEYS[set]) == 1 then
+        report('available:' .. set, '(set)', 'not kept', '')
         if repair then
-          redis.call('ZREM', key, member)
+          redis.call('DEL', SET_KEYS[set])
+        end
+      end
+    end
+  end
+  local longest = 0
+  for _, set in ipairs(SET_NAMES) do
+    if SETS[set] then
+      local key = SET_KEYS[set]
+      local members = redis.call('ZRANGE', key, start, start + page - 1)
+      longest = math.max(longest, #members)
+      for _, member in ipairs(members) do
+        out[5] = out[5] + 1
+        local id = set == 'least' and string.sub(member, -36) or member
+        local p = load_proxy(id)
+        local fits = p ~= nil and available(p)
+        if fits and set == 'least' then
+          fits = p.st.c .. id == member
+        end
+        if not fits then
+          report('available:' .. set, member, 'member', '')
+          if repair then
+            redis.call('ZREM', key, member)
+          end
         end
       end
     end
@@ -265,31 +271,49 @@ if step == 'leases' then
   for i = 1, #fields, 2 do
     local lease_id, rec = fields[i], cjson.decode(fields[i + 1])
     out[5] = out[5] + 1
-    if rec.released == nil and redis.call('ZSCORE', K_DEADLINES, lease_id) == false then
-      report('deadline', lease_id, '', rec.expires)
-      if repair then
-        redis.call('ZADD', K_DEADLINES, rec.expires, lease_id)
-      end
-    elseif rec.released ~= nil and redis.call('ZSCORE', K_HISTORY, lease_id) == false then
-      report('history', lease_id, '', 'purge time')
-      if repair then
-        redis.call('ZADD', K_HISTORY, int_str(tonumber(rec.released) + retention_us), lease_id)
+    if redis.call('ZSCORE', K_DEADLINES, lease_id) == false then
+      if rec.released == nil then
+        report('deadline', lease_id, '', rec.expires)
+        if repair then
+          redis.call('ZADD', K_DEADLINES, rec.expires, lease_id)
+        end
+      else
+        report('history', lease_id, '', 'purge time')
+        if repair then
+          redis.call('ZADD', K_DEADLINES, purge_score(tonumber(rec.released), retention_us), lease_id)
+        end
       end
     end
   end
   return out
 end
 
-if step == 'history' then
+if step == 'timeline' then
   local start = tonumber(cursor)
-  local members = redis.call('ZRANGE', K_HISTORY, start, start + page - 1, 'WITHSCORES')
+  local members = redis.call('ZRANGE', K_DEADLINES, start, start + page - 1, 'WITHSCORES')
   local kept = 0
   for i = 1, #members, 2 do
+    local lease_id, score = members[i], members[i + 1]
     out[5] = out[5] + 1
-    if redis.call('HEXISTS', K_LEASES, members[i]) == 0 then
-      report('history', members[i], members[i + 1], '')
+    local raw = redis.call('HGET', K_LEASES, lease_id)
+    local rec = raw and cjson.decode(raw) or nil
+    local want, what = nil, is_purge(score) and 'history' or 'deadline'
+    if rec and rec.released == nil then
+      want = rec.expires
+    elseif rec and not is_purge(score) then
+      want = purge_score(tonumber(rec.released), retention_us)
+    end
+    if not rec then
+      report(what, lease_id, score, '')
       if repair then
-        redis.call('ZREM', K_HISTORY, members[i])
+        redis.call('ZREM', K_DEADLINES, lease_id)
+      end
+    elseif want and tonumber(score) ~= tonumber(want) then
+      report('deadline', lease_id, score, rec.released == nil and want or 'purge time')
+      if repair then
+        redis.call('ZADD', K_DEADLINES, want, lease_id)  -- it moves: not counted as kept
+      else
+        kept = kept + 1
       end
     else
       kept = kept + 1

@@ -4,8 +4,9 @@ Everything the scripts derive is recomputed from the proxies and the lease recor
 
 * per pool (``lua/audit.lua``), in bounded steps, each one atomic script call that compares
   values read at the same instant (so leasing meanwhile never looks like drift): each
-  proxy's lease count, the four availability sets, the five counters, the deadline and
-  history zsets;
+  proxy's lease count, the availability sets the pool keeps, the ``active`` counter, and
+  the time line of lease records (deadlines of active leases, purge times of released
+  ones);
 * across pools (here): the registry's two hashes, the pool keys themselves (a pool whose
   ``save_pool`` or ``delete_pool`` was cut between its two steps) and the global deadline
   index that tells cleanup which pools to visit.
@@ -32,7 +33,8 @@ from .pools import drop_pool_keys
 from .validation import check_text
 
 _REPAIR_PASSES = 3
-AUDIT_STEPS = ("leases", "history", "counts", "proxies", "records", "sets", "counters")
+AUDIT_STEPS = ("leases", "timeline", "counts", "proxies", "records", "sets", "counters")
+SET_IDLE_SECONDS = 86_400  # a repair drops an availability set no selector used for a day
 AUDIT_PAGE = 250  # proxies, set members or lease records one audit step reads (~10 ms)
 # schedule.lua runs just after the lease in the same pipeline, so its hint is later than the
 # lease's deadline by the time between the two calls: lateness up to this much is no drift.
@@ -51,7 +53,7 @@ class Drift:
         What drifted: ``count``, ``available:<selector set>``, ``counter``, ``deadline``,
         ``history``, ``lease-without-proxy``, ``record-without-proxy``,
         ``proxy-without-record``, ``registry``, ``unregistered-pool``, ``schedule`` or
-        ``legacy-layout`` (a registry under its 0.1.0 name; repair moves it).
+        ``legacy-layout`` (a key in its 0.1.0 layout; repair migrates it).
     subject:
         The proxy id, lease id, counter or pool name concerned.
     found:
@@ -88,6 +90,10 @@ class AuditReport:
         Every difference found, empty when the pools are consistent.
     repaired:
         True when the audit ran with ``repair=True`` and fixed the drift it reports.
+    dropped_sets:
+        ``(pool, set)`` of each availability set the repair dropped because no selector had
+        used it for ``SET_IDLE_SECONDS`` (no drift: the next acquire that asks for that
+        selector builds it again).
 
     """
 
@@ -96,6 +102,7 @@ class AuditReport:
     active_leases: int
     drift: tuple[Drift, ...]
     repaired: bool = False
+    dropped_sets: tuple[tuple[str, str], ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -111,7 +118,7 @@ def audit(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditRepor
     lists the drift of every pass.
     """
     found = [
-        Drift("(registry)", "legacy-layout", key, "key of 0.1.0", "")
+        Drift("(layout)", "legacy-layout", key, "key of 0.1.0", "")
         for key in (yield from migrate.legacy_keys(ctx))
     ]
     if found and not repair:  # nothing else can be judged before the registries move
@@ -120,12 +127,16 @@ def audit(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditRepor
         yield from migrate.migrate(ctx)  # the passes below read the registries it moves
     report = yield from _audit_pass(ctx, pool_name, repair)
     found += report.drift
+    dropped = report.dropped_sets
     for _ in range(_REPAIR_PASSES - 1):
         if not repair or not report.drift:
             break
         report = yield from _audit_pass(ctx, pool_name, repair)
         found += report.drift
-    return AuditReport(report.pools, report.proxies, report.active_leases, tuple(found), repair)
+        dropped += report.dropped_sets
+    return AuditReport(
+        report.pools, report.proxies, report.active_leases, tuple(found), repair, dropped
+    )
 
 
 def _audit_pass(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[AuditReport]:
@@ -169,9 +180,10 @@ def _audit_pass(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[Audi
         yield Batch(fixes)
 
     proxies = active = 0
+    dropped: list[tuple[str, str]] = []
     for uid in targets:
         pool = registry.get(uid, str(uid))
-        audited = yield from _audit_pool(ctx, uid, pool, repair, drift)
+        audited = yield from _audit_pool(ctx, uid, pool, repair, drift, dropped)
         if audited is None:
             # save_pool registers first, then writes the pool: finish the second step.
             drift.append(Drift(pool, "registry", str(uid), "", "pool keys"))
@@ -183,11 +195,16 @@ def _audit_pass(ctx: Context, pool_name: Optional[str], repair: bool) -> Op[Audi
         active += leases
         if earliest is not None:
             yield from _check_schedule(ctx, uid, pool, earliest, hint, now_us, repair, drift)
-    return AuditReport(len(targets), proxies, active, tuple(drift))
+    return AuditReport(len(targets), proxies, active, tuple(drift), False, tuple(dropped))
 
 
 def _audit_pool(
-    ctx: Context, uid: UUID, pool: str, repair: bool, drift: list[Drift]
+    ctx: Context,
+    uid: UUID,
+    pool: str,
+    repair: bool,
+    drift: list[Drift],
+    dropped: list[tuple[str, str]],
 ) -> Op[Optional[tuple[int, int, Optional[int]]]]:
     """Run every step of ``lua/audit.lua`` over a pool, page by page.
 
@@ -196,17 +213,30 @@ def _audit_pool(
     """
     keys = ctx.keys.pool(uid)
     mode = "repair" if repair else "check"
-    proxies = active = 0
+    proxies = active = active_proxies = 0
     earliest: Optional[int] = None
     for step in AUDIT_STEPS:
         cursor: Any = "0"
         while True:
-            args = (step, mode, pool, ctx.retention_us, cursor, AUDIT_PAGE)
+            args = (
+                step,
+                mode,
+                pool,
+                ctx.retention_us,
+                cursor,
+                AUDIT_PAGE,
+                SET_IDLE_SECONDS,
+                active_proxies,
+            )
             (raw,) = yield one(ScriptCall("audit", keys, args))
             reply = replies.audit_reply(raw)
             if reply.code == "nopool":
                 return None
-            drift += [Drift(pool, *found) for found in reply.drift]
+            for found in reply.drift:
+                if found[0] == "idle-set":
+                    dropped.append((pool, found[1]))
+                else:
+                    drift.append(Drift(pool, *found))
             a, b, c = reply.figures
             if step == "counts":
                 active, earliest = int(b), int(text(c)) if c else None
@@ -215,6 +245,8 @@ def _audit_pool(
                     earliest = sched if earliest is None else min(earliest, sched)
             elif step == "counters":
                 proxies = int(a)
+            elif step == "proxies":
+                active_proxies += int(b)
             cursor = reply.cursor
             if cursor == "0":
                 break
