@@ -14,7 +14,14 @@ from typing import Any, Optional
 
 import pytest
 import redis
-from pharox import HealthCheckResult, Proxy, ProxyFilters, ProxyProtocol, ProxyStatus
+from pharox import (
+    HealthCheckResult,
+    Proxy,
+    ProxyFilters,
+    ProxyProtocol,
+    ProxyStatus,
+    SelectorStrategy,
+)
 
 from pharox_redis import RedisProxyManager, RedisStorage
 from pharox_redis.errors import RedisStorageError
@@ -110,6 +117,10 @@ class Seeded:
             )
         )
         storage.ensure_consumer("default")  # pharox's stock manager creates it first thing
+        # Every selector once, so each availability set is built and its use stamped: a
+        # refused call that walks a selector's order then writes nothing.
+        for selector in SelectorStrategy:
+            assert storage.find_available_proxy("seed", selector=selector) is not None
         assert_clean(storage)
 
 

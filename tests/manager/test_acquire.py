@@ -130,7 +130,7 @@ def test_an_acquire_sent_twice_makes_one_lease(manager: Any) -> None:
             lease_id=uuid4(),
         )
         first = run_op(manager, acquire.acquire(storage.context, request))
-        second = run_op(manager, acquire.acquire(storage.context, request))
+        second = run_op(manager, acquire.acquire(storage.context, request, with_counters=True))
         assert first.lease is not None and second.lease is not None
         assert first.proxy is not None and second.proxy is not None
         assert first.lease.id == second.lease.id == request.lease_id

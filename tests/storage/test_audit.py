@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, Union
 
 import pytest
-from pharox import Lease, ProxyPool
+from pharox import Lease, ProxyPool, SelectorStrategy
 
 from pharox_redis import AsyncRedisStorage, AuditReport, RedisProxyManager, RedisStorage
 from pharox_redis.cli import main as cli_main
@@ -27,7 +27,10 @@ from ..helpers import make_pool, make_proxy, recomputed_stats, stored_stats
 
 
 class Scene:
-    """A pool of six proxies (max_concurrency 2) with two active and one released lease."""
+    """A pool of six proxies (max_concurrency 2) with two active and one released lease.
+
+    Every selector has been asked for once, so the pool keeps all four availability sets.
+    """
 
     def __init__(self, storage: RedisStorage) -> None:
         self.storage = storage
@@ -35,13 +38,17 @@ class Scene:
         self.pool: ProxyPool = make_pool(storage, "audited")
         self.proxies = [make_proxy(self.pool, n, max_concurrency=2) for n in range(6)]
         storage.add_proxies_bulk(self.proxies)
+        for selector in (SelectorStrategy.ROUND_ROBIN, SelectorStrategy.LOWEST_LATENCY):
+            assert storage.find_available_proxy("audited", selector=selector) is not None
         manager = RedisProxyManager(storage)
         self.active: list[Lease] = []
-        for _ in range(2):
-            lease = manager.acquire_proxy("audited", duration_seconds=600)
+        for selector in (SelectorStrategy.FIRST_AVAILABLE, SelectorStrategy.FIRST_AVAILABLE):
+            lease = manager.acquire_proxy("audited", duration_seconds=600, selector=selector)
             assert lease is not None
             self.active.append(lease)
-        released = manager.acquire_proxy("audited", duration_seconds=600)
+        released = manager.acquire_proxy(
+            "audited", duration_seconds=600, selector=SelectorStrategy.LEAST_USED
+        )
         assert released is not None
         manager.release_proxy(released)
         self.released = released
@@ -96,13 +103,13 @@ def damage_latency_missing(s: Scene) -> str:
 
 
 def damage_counter(s: Scene) -> str:
-    s.client.hincrby(s.keys.meta, "leases", 3)
+    s.client.hincrby(s.keys.meta, "active", 3)
     return "counter"
 
 
 def damage_deadline_missing(s: Scene) -> list[str]:
     s.client.zrem(s.keys.deadlines, str(s.active[0].id))
-    return ["deadline", "count", "counter"]  # the deadline zset indexes the active leases
+    return ["deadline", "count"]  # the time line indexes the active leases
 
 
 def damage_deadline_orphan(s: Scene) -> str:
@@ -116,13 +123,19 @@ def damage_deadline_of_released(s: Scene) -> str:
 
 
 def damage_history_missing(s: Scene) -> str:
-    s.client.zrem(s.keys.history, str(s.released.id))
+    s.client.zrem(s.keys.deadlines, str(s.released.id))
     return "history"
 
 
 def damage_history_orphan(s: Scene) -> str:
-    s.client.zadd(s.keys.history, {str(uuid.uuid4()): 1})
+    s.client.zadd(s.keys.deadlines, {str(uuid.uuid4()): 1.5})  # .5: a purge time
     return "history"
+
+
+def damage_history_scored_as_purge(s: Scene) -> list[str]:
+    """An active lease scored like a released record: it would be purged, not reclaimed."""
+    s.client.zadd(s.keys.deadlines, {str(s.active[0].id): 1.5})
+    return ["deadline", "count"]  # counted from the time line, as the scripts see it
 
 
 def damage_lease_without_proxy(s: Scene) -> str:
@@ -143,6 +156,18 @@ def damage_record_without_proxy(s: Scene) -> str:
 def damage_proxy_without_record(s: Scene) -> str:
     s.client.hdel(s.keys.records, s.free)
     return "proxy-without-record"
+
+
+def damage_set_not_kept(s: Scene) -> str:
+    """A set the pool no longer keeps (its flag is gone) would go stale: it is removed."""
+    s.client.hdel(s.keys.meta, "set:latency")
+    return "available:latency"
+
+
+def damage_set_flag_of_missing_set(s: Scene) -> list[str]:
+    """The pool believes a set ready that is not there: every available proxy is missing."""
+    s.client.delete(s.keys.rr)
+    return ["available:rr"] * 5  # the five free proxies
 
 
 def damage_meta_name(s: Scene) -> str:
@@ -208,9 +233,12 @@ DAMAGE = [
     damage_deadline_of_released,
     damage_history_missing,
     damage_history_orphan,
+    damage_history_scored_as_purge,
     damage_lease_without_proxy,
     damage_record_without_proxy,
     damage_proxy_without_record,
+    damage_set_not_kept,
+    damage_set_flag_of_missing_set,
     damage_meta_name,
     damage_name_missing,
     damage_name_dangling,
@@ -298,7 +326,7 @@ def test_async_audit(
     damage_deadline_missing(scene)
     async_storage = make_async_storage()
     found = loop.run_until_complete(async_storage.audit())
-    assert [d.what for d in found.drift] == ["deadline", "count", "counter"]
+    assert [d.what for d in found.drift] == ["deadline", "count"]
     loop.run_until_complete(async_storage.audit(repair=True))
     assert loop.run_until_complete(async_storage.audit()).drift == ()
 

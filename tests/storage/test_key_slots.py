@@ -85,4 +85,5 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
         "health",
         "delete_proxy",
         "unregister_pool",
+        "stats",
     }

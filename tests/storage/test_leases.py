@@ -21,6 +21,7 @@ from pharox import (
     ProxyNotFoundError,
     ProxyStatus,
     ProxyUnavailableError,
+    SelectorStrategy,
     run_leasing_benchmark,
 )
 
@@ -125,6 +126,8 @@ def test_counters_match_recomputation_after_random_operations(storage: RedisStor
     pool = make_pool(storage)
     proxies = [make_proxy(pool, n, max_concurrency=rng.choice([None, 1, 2])) for n in range(12)]
     storage.add_proxies_bulk(proxies)
+    for selector in SelectorStrategy:  # build every availability set: each is kept from now
+        storage.find_available_proxy(pool.name, selector=selector)
     leases = []
     for _ in range(300):
         action = rng.random()
@@ -161,13 +164,14 @@ def test_counters_match_recomputation_after_random_operations(storage: RedisStor
                 storage.save_proxy(proxy)
         assert stored_stats(storage, pool) == recomputed_stats(storage, pool)
     # every available proxy, and only those, is findable
+    keys = storage.context.keys.pool(pool.id)
     for proxy in storage.list_proxies(str(pool.id)):
         free = proxy.status == ProxyStatus.ACTIVE and (
             proxy.max_concurrency is None or proxy.current_leases < proxy.max_concurrency
         )
-        assert (
-            storage.client.zscore(storage.context.keys.pool(pool.id).rr, str(proxy.id)) is not None
-        ) == free
+        for kept in (keys.rr, keys.first, keys.latency):
+            assert (storage.client.zscore(kept, str(proxy.id)) is not None) == free
+    assert storage.audit().drift == ()
 
 
 def test_concurrent_ensure_consumer_agrees_on_one_id(

@@ -232,3 +232,27 @@ def test_acquire_resends_with_schedule_when_cleanup_dropped_the_pool(
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60) is not None
     assert seen.sent == ACQUIRE
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 2, None], ids=["max-1", "max-2", "unlimited"])
+def test_a_cycle_runs_at_most_20_commands_in_its_scripts(
+    storage: RedisStorage, meter: Meter, max_concurrency: Optional[int]
+) -> None:
+    """Target T8: an acquire+release cycle costs at most 20 ``redis.call``s (FIRST_AVAILABLE).
+
+    Counted by the server (``INFO commandstats`` counts the commands a script runs), on a
+    warm pool: the selector's set is built, the cleanup entry covers the lease.
+    """
+    pool = seed(storage, size=20, max_concurrency=max_concurrency)
+    manager = RedisProxyManager(storage)
+    for _ in range(3):  # warm-up: the set is built, the consumer resolved, the pool covered
+        warm = manager.acquire(pool.name, "w", 60)
+        assert warm is not None
+        manager.release_proxy(warm)
+    with meter.measure() as acquired:
+        leased = manager.acquire(pool.name, "w", 60)
+    assert leased is not None
+    with meter.measure() as released:
+        manager.release_proxy(leased)
+    calls = sum(acquired.in_scripts.values()), sum(released.in_scripts.values())
+    assert calls[0] <= 11 and calls[1] <= 9 and sum(calls) <= 20, (acquired, released)
