@@ -1,15 +1,26 @@
-"""Command line options and the two sets of defaults: the full run and ``--quick``."""
+"""Command line options and the two sets of defaults: the full run and ``--quick``.
+
+A full run writes the committed report and plot (``BENCHMARKS.md`` and
+``benchmarks/cycles.png`` at the project's root, wherever it is started from). ``--quick``
+never does: without ``--out`` and ``--plot`` it writes both into a fresh temporary folder,
+and it refuses to be pointed at the committed files.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 SECTIONS = ("backends", "workers", "floor", "scale", "filters", "profile", "scaleout")
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_REPORT = ROOT / "BENCHMARKS.md"
+COMMITTED_PLOT = ROOT / "benchmarks" / "cycles.png"
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         "drops at the end ('none' to skip)",
     )
     add("--no-fakeredis", action="store_true", help="skip RedisStorage on fakeredis")
-    add("--out", type=Path, default=Path("BENCHMARKS.md"), help="the report to write")
-    add("--plot", type=Path, default=Path("benchmarks/cycles.png"), help="the PNG to write")
+    add(
+        "--out",
+        type=Path,
+        help="the report to write (BENCHMARKS.md at the project's root; --quick: a temporary "
+        "folder)",
+    )
+    add(
+        "--plot",
+        type=Path,
+        help="the PNG to write (benchmarks/cycles.png; --quick: next to the report)",
+    )
     add("--iterations", type=int, help="pharox leasing benchmark iterations (2000)")
     add("--pool-size", type=int, help="proxies in the leasing benchmark pool (32)")
     add("--processes", type=int_list, help="worker process counts (1,2,4,8)")
@@ -118,6 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def output_paths(quick: bool, out: Optional[Path], plot: Optional[Path]) -> tuple[Path, Path]:
+    """Return where the report and the plot go.
+
+    A full run defaults to the committed files. ``--quick`` defaults to a fresh temporary
+    folder and never writes over the committed files, even when asked to.
+    """
+    if not quick:
+        return out or COMMITTED_REPORT, plot or COMMITTED_PLOT
+    if out is None:
+        folder = Path(tempfile.gettempdir()) / f"pharox-redis-bench-{uuid.uuid4().hex[:10]}"
+        out = folder / "BENCHMARKS.md"  # the folder is made when the report is written
+    if plot is None:
+        plot = out.parent / "cycles.png"
+    for given, committed in ((out, COMMITTED_REPORT), (plot, COMMITTED_PLOT)):
+        if given.resolve() == committed:
+            raise SystemExit(
+                f"--quick never writes over the committed {committed.name}: "
+                "pass --out/--plot elsewhere, or leave them out"
+            )
+    return out, plot
+
+
 def parse_settings(argv: list[str]) -> Settings:
     """Parse ``argv`` (without the program name) into settings."""
     args = build_parser().parse_args(argv)
@@ -134,14 +176,15 @@ def parse_settings(argv: list[str]) -> Settings:
     if dsn is not None and dsn.strip().lower() in ("", "none"):
         dsn = None
     sections = tuple(s for s in SECTIONS if s in args.only)
+    out, plot = output_paths(args.quick, args.out, args.plot)
     return Settings(
         sections=sections,
         quick=args.quick,
         redis_url=args.redis_url,
         postgres_dsn=dsn,
         fakeredis=not args.no_fakeredis,
-        out=args.out,
-        plot=args.plot,
+        out=out,
+        plot=plot,
         command=command_line(argv),
         **{name: value(name) for name in DEFAULTS},  # type: ignore[arg-type]
     )
