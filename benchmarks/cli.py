@@ -44,8 +44,11 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
             say("== 1. backends: pharox's leasing benchmark")
             results.backends = run_backends(settings, target, say)
             results.notes += results.backends.notes
-        if settings.runs("workers") or settings.runs("floor"):
-            say(f"== 2-3. worker processes {settings.processes} and the round-trip floor")
+        if any(settings.runs(s) for s in ("workers", "floor", "rotate", "batch")):
+            say(
+                f"== 2-3. worker processes {settings.processes}: the round-trip floor, "
+                "cycles, rotate and batch"
+            )
             results.workers = run_workers(settings, target, say)
             results.notes += results.workers.notes
         if settings.runs("scale"):

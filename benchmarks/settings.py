@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-SECTIONS = ("backends", "workers", "floor", "scale", "filters", "profile", "scaleout")
+SECTIONS = (
+    "backends",
+    "workers",
+    "floor",
+    "rotate",
+    "batch",
+    "scale",
+    "filters",
+    "profile",
+    "scaleout",
+)
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_REPORT = ROOT / "BENCHMARKS.md"
