@@ -5,32 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from .backends import SELECTORS, BackendsResult
 from .filters import FiltersResult
+from .markdown import rate, table, us
 from .profile import ProfileResult
 from .results import Results
 from .scale import ScaleResult
 from .scaleout import scaleout_lines
 from .settings import Settings
 from .stats import geometric_mean, percentile
-from .targets import IN_MEMORY, Verdict, floor_fraction
-from .workers import KIND_NAMES, MANAGER_KINDS, WorkersResult
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def us(seconds: Optional[float]) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:,.0f}"
-
-
-def rate(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+from .targets import IN_MEMORY, Verdict
+from .workers_report import workers_lines
 
 
 def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
@@ -85,94 +71,6 @@ def backends_lines(b: BackendsResult) -> list[str]:
         ],
         trip_rows,
     )
-    return lines
-
-
-def workers_lines(w: WorkersResult, plot_link: Optional[str]) -> list[str]:
-    counts = sorted({n for n, _ in w.configs})
-    floor = w.rates("evalsha")
-    rows = []
-    for n in counts:
-        ping, evalsha = w.get(n, "ping"), w.get(n, "evalsha")
-        row = [
-            str(n),
-            rate(ping.rate if ping else None),
-            rate(evalsha.rate if evalsha else None),
-            rate(evalsha.rate / 2 if evalsha else None),
-        ]
-        for kind in ("fast", "stock"):
-            config = w.get(n, kind)
-            row.append(rate(config.rate if config else None))
-            row.append(
-                f"{floor_fraction(config.rate, floor[n]):.2f}"
-                if config is not None and n in floor
-                else "-"
-            )
-        rows.append(row)
-    lines = table(
-        [
-            "processes",
-            "PING/s",
-            "EVALSHA/s",
-            "floor cycles/s (EVALSHA/2)",
-            "RedisProxyManager cycles/s",
-            "x floor",
-            "stock ProxyManager cycles/s",
-            "x floor",
-        ],
-        rows,
-    )
-    detail = []
-    order = {kind: i for i, kind in enumerate(KIND_NAMES)}
-    configs = sorted(w.configs.values(), key=lambda c: (c.processes, order[c.kind]))
-    for c in configs:
-        n, kind, audit = c.processes, c.kind, c.audit
-        errors = ", ".join(f"{k} {v}" for k, v in sorted(c.errors.items())) or "0"
-        detail.append(
-            [
-                str(n),
-                KIND_NAMES[kind],
-                rate(c.rate),
-                us(c.p50),
-                us(c.p99),
-                "-" if c.server_us_per_op is None else f"{c.server_us_per_op:,.0f}",
-                str(c.misses) if kind in MANAGER_KINDS else "-",
-                errors,
-                str(audit.leases) if audit else "-",
-                f"{audit.peak} ({audit.excess} beyond)" if audit else "-",
-            ]
-        )
-    lines.append(
-        "Per configuration (median rate of the rounds; latency percentiles over all calls "
-        "of all rounds; `server us/op` is Redis's own command time per call or cycle, from "
-        "INFO commandstats, Lua included; the audit replays every stored lease on the "
-        "server's clock):"
-    )
-    lines.append("")
-    lines += table(
-        [
-            "processes",
-            "what",
-            "ops/s",
-            "p50 us",
-            "p99 us",
-            "server us/op",
-            "misses (None)",
-            "exceptions",
-            "leases audited",
-            "peak leases on one proxy",
-        ],
-        detail,
-    )
-    for c in configs:
-        for name, message in sorted(c.messages.items()):
-            lines.append(
-                f"- {c.processes} processes, {KIND_NAMES[c.kind]}, first {name}: `{message}`"
-            )
-    if any(c.messages for c in w.configs.values()):
-        lines.append("")
-    if plot_link:
-        lines += [f"![cycles/s against worker processes]({plot_link})", ""]
     return lines
 
 
