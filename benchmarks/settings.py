@@ -25,12 +25,16 @@ SECTIONS = (
     "scale",
     "filters",
     "profile",
+    "cost",
     "scaleout",
 )
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED_REPORT = ROOT / "BENCHMARKS.md"
 COMMITTED_PLOT = ROOT / "benchmarks" / "cycles.png"
+# The code before issue 12 (the lean hot path): T8 compares Redis time per cycle with it,
+# measured in the same run on the same server (``benchmarks.baseline``).
+BASELINE_REF = "1a43fff07abfa2c3d122d7403157f3cafd509462"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class Settings:
     churn_retention: float
     filter_pool_size: int
     filter_acquires: int
+    cost_cycles: int
+    baseline_ref: Optional[str]
     command: str
 
     def runs(self, section: str) -> bool:
@@ -72,12 +78,13 @@ DEFAULTS: dict[str, tuple[object, object]] = {
     "rounds": (3, 1),
     "worker_pool_size": (32, 8),
     "max_concurrency": (1, 1),
-    "scale_sizes": ("100,10000,100000", "100,1000"),
+    "scale_sizes": ("100,10000,100000,1000000", "100,1000"),
     "scale_acquires": (2000, 60),
     "churn_cycles": (100_000, 300),
     "churn_retention": (1.0, 0.3),
     "filter_pool_size": (100_000, 1000),
     "filter_acquires": (300, 12),
+    "cost_cycles": (2000, 40),
 }
 
 
@@ -135,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rounds", type=int, help="repetitions of each worker window; the median counts (3)")
     add("--worker-pool-size", type=int, help="proxies in the workers' shared pool (32)")
     add("--max-concurrency", type=int, help="max_concurrency of the workers' proxies (1)")
-    add("--scale-sizes", type=int_list, help="pool sizes of the scale section (100,10000,100000)")
+    add(
+        "--scale-sizes",
+        type=int_list,
+        help="pool sizes of the scale section (100,10000,100000,1000000)",
+    )
     add("--scale-acquires", type=int, help="timed acquires per pool size (2000)")
     add("--churn-cycles", type=int, help="acquire/release cycles of the memory run (100000)")
     add(
@@ -145,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--filter-pool-size", type=int, help="proxies in the filters' pool (100000)")
     add("--filter-acquires", type=int, help="timed acquires per filter (300)")
+    add(
+        "--cost-cycles",
+        type=int,
+        help="counted cycles per selector of the Redis work section (2000)",
+    )
+    add(
+        "--baseline-ref",
+        default=BASELINE_REF,
+        help="git commit whose code T8 compares Redis time per cycle with, measured in the "
+        "same run ('none' to skip; default: the code before issue 12)",
+    )
     return parser
 
 
@@ -185,6 +207,9 @@ def parse_settings(argv: list[str]) -> Settings:
     dsn = args.postgres_dsn
     if dsn is not None and dsn.strip().lower() in ("", "none"):
         dsn = None
+    baseline = args.baseline_ref
+    if baseline is not None and baseline.strip().lower() in ("", "none"):
+        baseline = None
     sections = tuple(s for s in SECTIONS if s in args.only)
     out, plot = output_paths(args.quick, args.out, args.plot)
     return Settings(
@@ -195,6 +220,7 @@ def parse_settings(argv: list[str]) -> Settings:
         fakeredis=not args.no_fakeredis,
         out=out,
         plot=plot,
+        baseline_ref=baseline,
         command=command_line(argv),
         **{name: value(name) for name in DEFAULTS},  # type: ignore[arg-type]
     )

@@ -49,7 +49,7 @@ def test_quick_run_leaves_the_committed_files_alone(capsys: pytest.CaptureFixtur
     committed = [path for path in (COMMITTED_REPORT, COMMITTED_PLOT) if path.exists()]
     before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in committed}
     argv = ["--quick", "--only", "floor", "--processes", "1", "--rounds", "1"]
-    argv += ["--seconds", "0.05", "--postgres-dsn", "none"]
+    argv += ["--seconds", "0.05", "--postgres-dsn", "none", "--baseline-ref", "none"]
     assert main(argv) == 0
     after = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in committed}
     assert after == before

@@ -4,7 +4,7 @@
 branches; until they are merged the harness reports them as not available. These tests pin
 down how the harness calls them, so the sections run as they are once the methods exist:
 ``manager.rotate(leased)``, ``manager.acquire_many(pool_name, 10)`` and
-``manager.release_many(leases)``.
+``manager.release_many(leases)``. They also check the ``INFO commandstats`` arithmetic.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import pytest
 
-from benchmarks import worker_side
+from benchmarks import commandstats, worker_side
+from benchmarks.commandstats import Work, difference
 from pharox_redis import RedisProxyManager
 
 
@@ -86,6 +87,17 @@ def test_batch_leases_ten_and_releases_them_together() -> None:
     assert manager.calls[-1][0] == "acquire_many"  # nothing to release
 
 
+def test_cost_operations_call_the_same_methods() -> None:
+    manager = StandIn()
+    rotate, done = commandstats.operation(manager, "rotate", None)  # type: ignore[arg-type]
+    assert rotate() == 1
+    done()
+    assert [c[0] for c in manager.calls] == ["acquire", "rotate", "release_proxy"]
+    batch, _ = commandstats.operation(manager, "batch", None)  # type: ignore[arg-type]
+    assert batch() == 10
+    assert manager.calls[-2] == ("acquire_many", commandstats.POOL, 10)
+
+
 @pytest.mark.parametrize("kind", ["rotate", "batch"])
 def test_unavailable_until_the_manager_has_the_methods(
     kind: str, monkeypatch: pytest.MonkeyPatch
@@ -98,3 +110,21 @@ def test_unavailable_until_the_manager_has_the_methods(
         monkeypatch.setattr(RedisProxyManager, name, lambda self, *a: None, raising=False)
     assert worker_side.kind_available(kind) is None
     assert worker_side.kind_available("fast") is None
+
+
+def test_commandstats_counts_redis_calls_and_script_time() -> None:
+    before = {"evalsha": (10, 1_000), "hget": (50, 90), "info": (3, 30)}
+    after = {
+        "evalsha": (30, 5_000),  # 20 script calls, 4,000 us (their commands included)
+        "hget": (150, 290),  # 100 calls made by the scripts
+        "zadd": (40, 80),  # a command that first ran in the window
+        "info": (5, 50),  # the snapshots themselves: not redis.calls
+        "script|load": (1, 10),
+        "multi": (1, 1),
+    }
+    work = difference(before, after, units=10)
+    assert (work.calls, work.script_runs, work.script_usec) == (140, 20, 4_000)
+    assert work.by_command == {"hget": 100, "zadd": 40}
+    assert (work.calls_per_unit, work.us_per_unit, work.round_trips_per_unit) == (14, 400, 2)
+    total = work.add(Work(units=10, calls=60, script_runs=20, script_usec=2_000))
+    assert (total.calls_per_unit, total.us_per_unit) == (10, 300)
