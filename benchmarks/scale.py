@@ -26,7 +26,7 @@ from uuid import UUID
 
 from pharox import Proxy, ProxyPool, ProxyProtocol, ProxyStatus, SelectorStrategy
 
-from pharox_redis import KeySchema, RedisProxyManager, RedisStorage
+from pharox_redis import RedisProxyManager, RedisStorage
 
 from .redis_target import RedisTarget
 from .settings import Settings
@@ -163,8 +163,11 @@ def cycle(loaded: LoadedPool, selector: SelectorStrategy) -> Optional[float]:
 
 
 def lease_records(loaded: LoadedPool) -> int:
-    keys = KeySchema(loaded.prefix).pool(loaded.pool.id)
-    return int(loaded.storage.client.hlen(keys.leases))
+    """Return how many lease records (active and kept after release) the pool holds.
+
+    Read through ``list_leases``, so it does not depend on the storage's key layout.
+    """
+    return len(loaded.storage.list_leases())
 
 
 def settle(loaded: LoadedPool, retention: float) -> None:

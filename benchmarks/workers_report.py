@@ -64,17 +64,18 @@ def workers_lines(w: WorkersResult, plot_link: Optional[str]) -> list[str]:
             ]
         )
     lines.append(
-        "Per configuration (median rate of the rounds; latency percentiles over all calls "
-        "of all rounds; `server us/op` is Redis's own command time per call or cycle, from "
-        "INFO commandstats, Lua included; the audit replays every stored lease on the "
-        "server's clock):"
+        "Per configuration (median rate of the rounds: round trips, cycles, or leases for "
+        "rotate and batch; latency percentiles over all calls of all rounds; `server us/op` "
+        "is Redis's own command time per round trip, cycle or lease, from INFO "
+        "commandstats, Lua included; the audit replays every stored lease on the server's "
+        "clock):"
     )
     lines.append("")
     lines += table(
         [
             "processes",
             "what",
-            "ops/s",
+            "per s",
             "p50 us",
             "p99 us",
             "server us/op",
