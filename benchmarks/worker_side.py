@@ -89,10 +89,11 @@ class Rotation:
 
     def step(self) -> int:
         """Rotate the held lease (acquire one first when none is held); 1 per new lease."""
-        if self.held is None:
+        held, self.held = self.held, None  # after an exception, start afresh
+        if held is None:
             self.held = self.manager.acquire(POOL_NAME, self.consumer, selector=SELECTOR)
         else:
-            self.held = self.manager.rotate(self.held)  # type: ignore[attr-defined,unused-ignore]
+            self.held = self.manager.rotate(held)  # type: ignore[attr-defined,unused-ignore]
         return 0 if self.held is None else 1
 
     def close(self) -> None:

@@ -77,6 +77,21 @@ def test_rotation_acquires_again_after_a_miss() -> None:
     assert [call[0] for call in manager.calls] == ["acquire", "acquire"]
 
 
+def test_rotation_starts_afresh_after_an_exception() -> None:
+    manager = StandIn()
+    rotation = worker_side.Rotation(manager, "worker-0")  # type: ignore[arg-type]
+    rotation.step()
+
+    def lost(leased: Any) -> Any:
+        raise RuntimeError("lease lost")
+
+    manager.rotate = lost  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        rotation.step()
+    assert rotation.step() == 1
+    assert [call[0] for call in manager.calls] == ["acquire", "acquire"]
+
+
 def test_batch_leases_ten_and_releases_them_together() -> None:
     manager = StandIn(free=12)
     assert worker_side._batch(manager) == 10  # type: ignore[arg-type]
