@@ -487,3 +487,27 @@ def test_lease_records_are_what_pharox_models_say(manager: Any) -> None:
         assert leased.proxy.id == lease.proxy_id and leased.proxy.current_leases == 1
     assert got[0].lease.acquired_at == got[1].lease.acquired_at  # one script, one clock
     manager.release_many(got)
+
+
+def test_a_batch_whose_walk_runs_out_of_budget_goes_on(
+    manager: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sparse matches: the walk stops at its budget, the batch goes on page by page."""
+    monkeypatch.setattr(many, "SCAN_BUDGET", 3)  # candidates examined per call
+    pool = make_pool(manager.storage, f"sparse-{uuid4().hex[:6]}")
+    countries = ["US", "US", "AR", "US", "US", "US", "AR", "US", "US", "AR"]
+    proxies = [make_proxy(pool, n, max_concurrency=1, country=c) for n, c in enumerate(countries)]
+    manager.storage.add_proxies_bulk(proxies)
+    ar = ProxyFilters(country="AR")
+    wanted = sorted(p.id for p in proxies if p.country == "AR")
+    assert manager.acquire_many(pool.name, 4, filters=ar, all_or_nothing=True) == []
+    assert manager.storage.list_leases() == []
+    rec = recorder(manager)
+    whole = manager.acquire_many(pool.name, 3, filters=ar, all_or_nothing=True)
+    assert sorted(ids(whole)) == wanted
+    assert sum(trip[0] == "acquire_many" for trip in names(rec)) > 2  # walk, scans, then ids
+    manager.release_many(whole)
+    some = manager.acquire_many(pool.name, 5, filters=ar, selector=SelectorStrategy.LEAST_USED)
+    assert sorted(ids(some)) == wanted
+    manager.release_many(some)
+    assert stored_stats(manager.storage, pool)["total_leases"] == 0

@@ -52,8 +52,8 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
     assert fast.acquire(pool.name, filters=ProxyFilters(predicate=lambda p: True)) is not None
     rotated = fast.rotate(leased, duration_seconds=0.05)
     assert rotated is not None
-    batch = fast.acquire_many(pool.name, 2, duration_seconds=0.05)
-    fast.release_many([rotated, *batch])
+    several = fast.acquire_many(pool.name, 2, duration_seconds=0.05)
+    fast.release_many([rotated, *several])
     time.sleep(0.1)
     manager.cleanup_expired_leases()
     storage.apply_health_check_result(
