@@ -165,16 +165,16 @@ def operation(
     if mode == "batch":
 
         def batch() -> int:
-            leases = manager.acquire_many(POOL, BATCH_SIZE)  # type: ignore[attr-defined,unused-ignore]
+            leases = manager.acquire_many(POOL, BATCH_SIZE)
             if leases:
-                manager.release_many(leases)  # type: ignore[attr-defined,unused-ignore]
+                manager.release_many(leases)
             return len(leases)
 
         return batch, lambda: None
     held: list[Any] = [manager.acquire(POOL, CONSUMER, selector=selector)]
 
     def rotate() -> int:
-        held[0] = manager.rotate(held[0])  # type: ignore[attr-defined,unused-ignore]
+        held[0] = manager.rotate(held[0])
         if held[0] is None:
             held[0] = manager.acquire(POOL, CONSUMER, selector=selector)
             return 0

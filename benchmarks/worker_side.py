@@ -93,7 +93,7 @@ class Rotation:
         if held is None:
             self.held = self.manager.acquire(POOL_NAME, self.consumer, selector=SELECTOR)
         else:
-            self.held = self.manager.rotate(held)  # type: ignore[attr-defined,unused-ignore]
+            self.held = self.manager.rotate(held)
         return 0 if self.held is None else 1
 
     def close(self) -> None:
@@ -105,9 +105,9 @@ class Rotation:
 
 def _batch(manager: RedisProxyManager) -> int:
     """Lease up to ``BATCH_SIZE`` proxies in one call and release them in one call."""
-    leases = manager.acquire_many(POOL_NAME, BATCH_SIZE)  # type: ignore[attr-defined,unused-ignore]
+    leases = manager.acquire_many(POOL_NAME, BATCH_SIZE)
     if leases:
-        manager.release_many(leases)  # type: ignore[attr-defined,unused-ignore]
+        manager.release_many(leases)
     return len(leases)
 
 
