@@ -101,8 +101,8 @@ def view(direct: RedisStorage, seeded: Seeded) -> View:
     assert raw_count is None or int(raw_count) > 0  # absent at 0, never negative
     stats = direct.get_pool_stats(seeded.pool.name)
     assert stats is not None
-    line = direct.client.zrange(keys.deadlines, 0, -1, withscores=True)
-    active = sum(1 for _, score in line if score % 1 == 0)  # x.5: a released record
+    scores = direct.client.zrange(keys.deadlines, 0, -1, withscores=True)
+    active = sum(1 for pair in scores if float(pair[1]) % 1 == 0)  # x.5: a released record
     report = direct.audit()
     assert report.drift == () and report.active_leases == active, report
     return View(
