@@ -115,9 +115,17 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided)
     out[#out + 1] = not verdict and (tonumber(redis.call('HGET', K_COUNTS, id)) or 0)
     out[#out + 1] = redis.call('HGET', K_RECORDS, id)
   end
-  if filter_json == '' and offset == 0 and selector ~= 'round_robin' then
-    -- Without a filter the first member is taken: one read, no count of the set.
-    local first = redis.call('ZRANGE', order, 0, 0)
+  if filter_json == '' and offset == 0 then
+    -- Without a filter the first member is taken: one read, no count of the set (for
+    -- ROUND_ROBIN the first id after the cursor, wrapping around).
+    local first = {}
+    local cursor = selector == 'round_robin' and redis.call('GET', K_CURSOR)
+    if cursor then
+      first = redis.call('ZRANGE', order, '(' .. cursor, '+', 'BYLEX', 'LIMIT', 0, 1)
+    end
+    if #first == 0 then
+      first = redis.call('ZRANGE', order, 0, 0)
+    end
     if #first == 0 then
       return -1
     end
