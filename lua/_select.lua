@@ -11,13 +11,18 @@
 --   2. pharox_redis/keys.py: add the set to PoolKeys (say its member and score there).
 --   3. _pool.lua, reindex(): add, move and remove members as proxies change; if the score
 --      needs a field of the proxy, add it to codec.ProxyState (pharox_redis/codec.py).
---   4. Here: map the strategy to the set in ORDER_KEYS (and in walk(), a member that is not
+--   4. Here: map the strategy to the set in order_key() (and in walk(), a member that is not
 --      the bare proxy id back to the id, as for least_used).
 --   5. audit.lua: SETS and placements(), so the audit recomputes and repairs the set.
 --   6. tests/storage/test_selection.py: the order against pharox's reference adapters.
 local EARTH_RADIUS_KM = 6371.0
-local ORDER_KEYS = {first_available = K_FIRST, least_used = K_LEAST,
-                    round_robin = K_RR, lowest_latency = K_LATENCY}
+-- The set a selector walks. A function, not a table built when the file runs: in a function
+-- library (pharox_redis/scripts.py) this file runs once, before any call has bound the keys.
+local function order_key(selector)
+  local keys = {first_available = K_FIRST, least_used = K_LEAST,
+                round_robin = K_RR, lowest_latency = K_LATENCY}
+  return keys[selector]
+end
 
 local function near(a, b)
   return math.abs(a - b) <= 1e-6
@@ -102,7 +107,7 @@ end
 -- undecided candidates, or after examining `budget` proxies. Returns the position to
 -- continue from, or -1 when the order is exhausted.
 local function walk(out, selector, filter_json, offset, budget, max_undecided)
-  local order = ORDER_KEYS[selector]
+  local order = order_key(selector)
   local filter = nil
   if filter_json ~= '' then
     filter = cjson.decode(filter_json)

@@ -66,8 +66,13 @@ class ClusterExecutor(Executor):
 
     """
 
-    def __init__(self, client: Any, failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
+    ) -> None:
+        super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
@@ -98,8 +103,13 @@ class AsyncClusterExecutor(AsyncExecutor):
     of one pipeline (wrapped in ``MULTI``/``EXEC`` when atomic), read back in order.
     """
 
-    def __init__(self, client: Any, failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
+    ) -> None:
+        super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
     async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
