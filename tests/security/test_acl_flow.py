@@ -201,7 +201,8 @@ def test_whole_api_runs_as_least_privilege_user(acl_server: AclServer, admin: re
 
 def add_user(admin: redis.Redis, acl_server: AclServer, name: str, rule: str) -> str:
     """Create another restricted user; return its URL."""
-    admin.execute_command("ACL", "SETUSER", name, "reset", "on", f">{PASSWORD}", *rule.split())
+    setuser = ("ACL", "SETUSER", name, "reset", "on", f">{PASSWORD}", *rule.split())
+    admin.execute_command(*setuser)  # type: ignore[no-untyped-call]
     return f"redis://{name}:{PASSWORD}@127.0.0.1:{acl_server.server.port}/0"
 
 
