@@ -7,7 +7,12 @@ gets one line binding the pool's keys to locals named after :class:`~pharox_redi
 process; each executor registers them with its own client, so no script state lives in a
 class or a module global.
 
-Because of what comes first, a Lua error names a line of the whole source;
+All of them also make one function library (:func:`library`, ``FUNCTION LOAD`` then
+``FCALL``, Redis 7+ and Valkey): the prelude once, then each script's body as a function.
+Executors use it where the server has Functions and fall back to the single scripts
+(``EVALSHA``) where it does not.
+
+Because of what comes first, a Lua error names a line of the whole source (or library);
 :meth:`ScriptSource.explain` turns it back into the file and line it was written at.
 """
 
@@ -37,7 +42,6 @@ POOL_SCRIPTS = (
 GLOBAL_SCRIPTS = ("register_pool", "unregister_pool", "schedule", "due")
 KEY_BINDING = "keys.py (PoolKeys)"  # what the generated key line is called in error messages
 LIBRARY_LINES = "scripts.py (library)"  # what the library's generated lines are called
-PRELUDE = ("_common", "_pool", "_select")  # in a library: once, in this order
 
 # Where Redis names a line of a script (``user_script:N``) or of a library's function
 # (``user_function:N``), and where fakeredis names one (``[string "<python>"]:N``).
@@ -182,6 +186,15 @@ def library() -> Library:
     return Library(name, _joined(name, _library_pieces(name)), functions)
 
 
+def prelude() -> list[str]:
+    """Return the shared files (``_*.lua``) the scripts are built with, in their order.
+
+    In a library each comes once, before every script's function.
+    """
+    files = (file for source in sources().values() for file, _ in source.parts)
+    return [file[: -len(".lua")] for file in dict.fromkeys(files) if file.startswith("_")]
+
+
 def _library_pieces(name: str) -> list[tuple[str, str]]:
     bind = f"{key_names()} = " + ", ".join(
         f"KEYS[{i}]" for i in range(1, len(PoolKeys._fields) + 1)
@@ -189,7 +202,7 @@ def _library_pieces(name: str) -> list[tuple[str, str]]:
     pieces = [
         (LIBRARY_LINES, f"#!lua name={name}\n"),
         (KEY_BINDING, f"local {key_names()}\n"),
-        *(_read(part) for part in PRELUDE),
+        *(_read(part) for part in prelude()),
     ]
     for script in (*POOL_SCRIPTS, *GLOBAL_SCRIPTS):
         head = f"redis.register_function('{name}_{script}', function(KEYS, ARGV)"

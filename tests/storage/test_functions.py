@@ -32,9 +32,9 @@ from pharox_redis.scripts import (
     GLOBAL_SCRIPTS,
     LIBRARY_LINES,
     POOL_SCRIPTS,
-    PRELUDE,
     library,
     lua_dir,
+    prelude,
     sources,
 )
 from pharox_redis.server import RedisServer
@@ -74,7 +74,8 @@ def test_every_script_is_a_function_of_one_library() -> None:
     assert all(name == f"{lib.name}_{script}" for script, name in lib.functions.items())
     assert lib.source.text.startswith(f"#!lua name={lib.name}\n")
     files = [file for file, _ in lib.source.parts]
-    for part in PRELUDE:  # the prelude once, not once per script
+    assert prelude()[:1] == ["_common"] and {"_pool", "_select"} <= set(prelude())
+    for part in prelude():  # the prelude once, not once per script
         assert files.count(f"{part}.lua") == 1
     assert lib.source.text.count("\n") == sum(count for _, count in lib.source.parts)
 
@@ -105,10 +106,12 @@ def test_the_prelude_reads_no_pool_key_while_the_library_loads() -> None:
     ``_select.lua``: every line at the top level of a file (not indented, not inside a
     function) that is not a ``local function`` header names no ``K_<FIELD>``.
     """
-    for part in PRELUDE:
+    for part in prelude():
         depth = 0
         for number, line in enumerate((lua_dir() / f"{part}.lua").read_text().splitlines(), 1):
             code = line.split("--", 1)[0]
+            # A helper is not inside a script's function: KEYS and ARGV are not its own.
+            assert not re.search(r"\b(?:KEYS|ARGV)\b", code), f"{part}.lua:{number}: {line}"
             if depth == 0 and not code.startswith("local function"):
                 assert not re.search(r"\bK_[A-Z]+", code), f"{part}.lua:{number}: {line}"
             opened = len(re.findall(r"\b(?:function|do|then)\b", code))
