@@ -97,8 +97,9 @@ class BatchPlan:
     def command(self, call: Call) -> tuple[Any, ...]:
         """Return the command a call sends (``FCALL``, or ``EVALSHA``, for a script)."""
         if isinstance(call, ScriptCall):
-            if self.library is not None:
-                name = self.library.functions[call.name]
+            lib = self.library  # read once: another thread may fall back meanwhile
+            if lib is not None:
+                name = lib.functions[call.name]
                 return ("FCALL", name, len(call.keys), *call.keys, *call.args)
             return ("EVALSHA", self.shas[call.name], len(call.keys), *call.keys, *call.args)
         if isinstance(call, Scan):
@@ -114,13 +115,15 @@ class BatchPlan:
 
     def load(self, name: str, route: str | None = None) -> Command:
         """Return the command that loads a script (``FUNCTION LOAD`` of the whole library)."""
-        if self.library is not None:
-            return Command(("FUNCTION", "LOAD", self.library.source.text), route=route)
+        lib = self.library
+        if lib is not None:
+            return Command(("FUNCTION", "LOAD", lib.source.text), route=route)
         return Command(("SCRIPT", "LOAD", self.scripts[name].text), route=route)
 
     def source(self, name: str) -> ScriptSource:
         """Return the source a script's errors name lines of (the library's, with FCALL)."""
-        return self.scripts[name] if self.library is None else self.library.source
+        lib = self.library
+        return self.scripts[name] if lib is None else lib.source
 
     def reload_plan(self, batch: Batch) -> tuple[list[Call], list[tuple[int, bool]]]:
         """Return a batch that met NOSCRIPT as calls that load each script with its call.
@@ -172,10 +175,10 @@ class BatchPlan:
 
         A reply is an error that :func:`refuses_functions`; the batch that met it ran none
         of its scripts (an unknown or refused command runs nothing), so it is sent again
-        with EVALSHA.
+        with EVALSHA. Also when another thread fell back first, while this batch was on
+        its way with FCALL. A batch sent with EVALSHA sends neither FCALL nor FUNCTION, so
+        it never meets such a reply: a batch falls back once at most.
         """
-        if self.library is None:
-            return
         for reply in replies:
             if refuses_functions(reply):
                 self.library = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,40 @@ def test_a_server_without_fcall_gets_evalsha(opened: list[RedisStorage]) -> None
         assert storage.executor.library is None
         stats = storage.client.info("commandstats")
         assert "cmdstat_evalsha" in stats and "cmdstat_fcall" not in stats
+
+
+@pytest.mark.real_redis
+def test_threads_sharing_a_storage_fall_back_together(opened: list[RedisStorage]) -> None:
+    """Threads whose first FCALLs are all on their way when the first refusal comes back:
+    each is sent again with EVALSHA, none fails."""
+    threads = 8
+    with RedisServer(extra=("--rename-command", "FCALL", "")) as server:
+        seeder = RedisStorage.from_url(server.url, prefix="old", functions=False)
+        opened.append(seeder)
+        pool = seed_pool(seeder, threads, max_concurrency=1)
+        storage = RedisStorage.from_url(server.url, prefix="old")
+        opened.append(storage)
+        manager = RedisProxyManager(storage)
+        start = threading.Barrier(threads)
+        errors: list[BaseException] = []
+
+        def lease() -> None:
+            start.wait()
+            try:
+                for _ in range(5):
+                    leased = manager.acquire(pool.name, "w", 30)
+                    assert leased is not None
+                    manager.release_proxy(leased)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        workers = [threading.Thread(target=lease) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert errors == [] and storage.executor.library is None
+        assert storage.audit().clean
 
 
 @pytest.mark.parametrize(
