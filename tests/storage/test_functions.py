@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from pharox_redis import (
     scripts,
 )
 from pharox_redis.executor import refuses_functions
+from pharox_redis.operations.batch import Batch, Command, ScriptCall
 from pharox_redis.scripts import (
     GLOBAL_SCRIPTS,
     LIBRARY_LINES,
@@ -183,6 +185,28 @@ def test_a_lua_error_names_its_file_and_line(
     message = str(caught.value)
     assert f"acquire.lua:{line}:" in message, message
     assert "user_function" not in message and "user_script" not in message, message
+
+
+@pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
+def test_an_atomic_batch_loads_what_it_lacks_inside_its_transaction(
+    backend: str,
+    make_client: Callable[..., Any],
+    make_storage: Callable[..., RedisStorage],
+    functions: bool,
+) -> None:
+    """MULTI; FUNCTION LOAD (SCRIPT LOAD of each script); the calls; EXEC."""
+    admin = make_client()
+    storage = make_storage(functions=functions)
+    keys = storage.context.keys.pool(uuid.uuid4())  # no such pool: every script says so
+    calls = (
+        ScriptCall("release", keys, ("no-lease", "1000")),
+        ScriptCall("reclaim", keys, ("1000", "8")),
+        Command(("HGET", keys.meta, "name")),
+    )
+    admin.function_flush() if functions else admin.script_flush()
+    first, second, name = storage.executor.execute(Batch(calls, atomic=True))
+    assert first[0] == second[0] == b"nopool" and name is None
+    assert (storage.executor.library is not None) is functions
 
 
 def test_async_storages_call_functions_too(
