@@ -120,7 +120,8 @@ RELEASED = View(records=1, active=0, proxy_leases=0, total_leases=0, leased_prox
 
 def cut_replies(relay: Relay, script: str, times: int = 1) -> None:
     """Drop the replies to the next ``times`` calls of ``script`` (FCALL of its function)."""
-    relay.cut_replies_to(library().functions[script].encode(), times)
+    # The name as one RESP bulk string: "..._release" must not match "..._release_many".
+    relay.cut_replies_to(f"\r\n{library().functions[script]}\r\n".encode(), times)
 
 
 def warm(storage: RedisStorage, seeded: Seeded) -> None:
