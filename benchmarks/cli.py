@@ -9,6 +9,7 @@ from typing import Optional
 
 from . import postgres
 from .backends import run_backends
+from .cost import run_cost
 from .filters import run_filters
 from .machine import machine_facts
 from .plot import plot_cycles
@@ -44,8 +45,11 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
             say("== 1. backends: pharox's leasing benchmark")
             results.backends = run_backends(settings, target, say)
             results.notes += results.backends.notes
-        if settings.runs("workers") or settings.runs("floor"):
-            say(f"== 2-3. worker processes {settings.processes} and the round-trip floor")
+        if any(settings.runs(s) for s in ("workers", "floor", "rotate", "batch")):
+            say(
+                f"== 2-3, 9. worker processes {settings.processes}: the round-trip floor, "
+                "cycles, rotate and batch"
+            )
             results.workers = run_workers(settings, target, say)
             results.notes += results.workers.notes
         if settings.runs("scale"):
@@ -57,6 +61,10 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
         if settings.runs("profile"):
             say("== 6. profile of one process's cycle")
             results.profile = run_profile(settings, target, say)
+        if settings.runs("cost"):
+            say("== 8. Redis work per cycle (INFO commandstats)")
+            results.cost = run_cost(settings, target, say)
+            results.notes += results.cost.notes
     if settings.runs("scaleout"):
         say(f"== 7. scale-out: 1 and 3 cluster masters, {settings.processes} processes")
         results.scaleout = run_scaleout(settings, say)

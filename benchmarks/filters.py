@@ -106,7 +106,7 @@ def run_filters(
 ) -> FiltersResult:
     size = settings.filter_pool_size
     with target.storage("filters") as storage:
-        loaded, measured, proxies = load_pool(target, storage, size, attributed_proxy)
+        loaded, measured, proxies = load_pool(target, storage, size, attributed_proxy, keep=True)
         say(
             f"  {size:,} proxies with attributes: loaded in {measured.load_seconds:.2f} s, "
             f"{measured.bytes_per_proxy:,.0f} bytes/proxy"

@@ -63,6 +63,11 @@ class RedisTarget:
         stats = self.admin.info("commandstats")
         return sum(int(entry["usec"]) for entry in stats.values())
 
+    def server_cpu(self) -> float:
+        """Return the redis-server process's CPU time so far (``INFO cpu``, user + system s)."""
+        cpu = self.admin.info("cpu")
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
     def used_memory(self) -> int:
         """Return the server's ``used_memory`` (bytes)."""
         return int(self.admin.info("memory")["used_memory"])

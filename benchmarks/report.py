@@ -5,32 +5,28 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from .backends import SELECTORS, BackendsResult
+from .cost import cost_lines
 from .filters import FiltersResult
+from .markdown import rate, table, us
 from .profile import ProfileResult
 from .results import Results
-from .scale import ScaleResult
+from .rotate_batch import rotate_batch_lines
+from .scale import LOAD_CHUNK, ScaleResult
 from .scaleout import scaleout_lines
 from .settings import Settings
 from .stats import geometric_mean, percentile
-from .targets import IN_MEMORY, Verdict, floor_fraction
-from .workers import KIND_NAMES, MANAGER_KINDS, WorkersResult
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def us(seconds: Optional[float]) -> str:
-    return "-" if seconds is None else f"{seconds * 1e6:,.0f}"
-
-
-def rate(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+from .targets import (
+    IN_MEMORY,
+    T1_FLOOR_FRACTION,
+    T2_VS_IN_MEMORY,
+    T3_FLOOR_FRACTION,
+    T3_PROCESSES,
+    T6_VS_IN_MEMORY,
+    Verdict,
+)
+from .workers_report import workers_lines
 
 
 def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
@@ -88,94 +84,6 @@ def backends_lines(b: BackendsResult) -> list[str]:
     return lines
 
 
-def workers_lines(w: WorkersResult, plot_link: Optional[str]) -> list[str]:
-    counts = sorted({n for n, _ in w.configs})
-    floor = w.rates("evalsha")
-    rows = []
-    for n in counts:
-        ping, evalsha = w.get(n, "ping"), w.get(n, "evalsha")
-        row = [
-            str(n),
-            rate(ping.rate if ping else None),
-            rate(evalsha.rate if evalsha else None),
-            rate(evalsha.rate / 2 if evalsha else None),
-        ]
-        for kind in ("fast", "stock"):
-            config = w.get(n, kind)
-            row.append(rate(config.rate if config else None))
-            row.append(
-                f"{floor_fraction(config.rate, floor[n]):.2f}"
-                if config is not None and n in floor
-                else "-"
-            )
-        rows.append(row)
-    lines = table(
-        [
-            "processes",
-            "PING/s",
-            "EVALSHA/s",
-            "floor cycles/s (EVALSHA/2)",
-            "RedisProxyManager cycles/s",
-            "x floor",
-            "stock ProxyManager cycles/s",
-            "x floor",
-        ],
-        rows,
-    )
-    detail = []
-    order = {kind: i for i, kind in enumerate(KIND_NAMES)}
-    configs = sorted(w.configs.values(), key=lambda c: (c.processes, order[c.kind]))
-    for c in configs:
-        n, kind, audit = c.processes, c.kind, c.audit
-        errors = ", ".join(f"{k} {v}" for k, v in sorted(c.errors.items())) or "0"
-        detail.append(
-            [
-                str(n),
-                KIND_NAMES[kind],
-                rate(c.rate),
-                us(c.p50),
-                us(c.p99),
-                "-" if c.server_us_per_op is None else f"{c.server_us_per_op:,.0f}",
-                str(c.misses) if kind in MANAGER_KINDS else "-",
-                errors,
-                str(audit.leases) if audit else "-",
-                f"{audit.peak} ({audit.excess} beyond)" if audit else "-",
-            ]
-        )
-    lines.append(
-        "Per configuration (median rate of the rounds; latency percentiles over all calls "
-        "of all rounds; `server us/op` is Redis's own command time per call or cycle, from "
-        "INFO commandstats, Lua included; the audit replays every stored lease on the "
-        "server's clock):"
-    )
-    lines.append("")
-    lines += table(
-        [
-            "processes",
-            "what",
-            "ops/s",
-            "p50 us",
-            "p99 us",
-            "server us/op",
-            "misses (None)",
-            "exceptions",
-            "leases audited",
-            "peak leases on one proxy",
-        ],
-        detail,
-    )
-    for c in configs:
-        for name, message in sorted(c.messages.items()):
-            lines.append(
-                f"- {c.processes} processes, {KIND_NAMES[c.kind]}, first {name}: `{message}`"
-            )
-    if any(c.messages for c in w.configs.values()):
-        lines.append("")
-    if plot_link:
-        lines += [f"![cycles/s against worker processes]({plot_link})", ""]
-    return lines
-
-
 def scale_lines(s: ScaleResult) -> list[str]:
     selectors = [x.value for x in SELECTORS]
     rows = []
@@ -206,8 +114,9 @@ def scale_lines(s: ScaleResult) -> list[str]:
         rows,
     )
     lines.append(
-        "Bulk load: `add_proxies_bulk` (building the pydantic models is not timed). The "
-        "larger memory figure counts for T5."
+        f"Bulk load: `add_proxies_bulk` in chunks of {LOAD_CHUNK:,} (building the pydantic "
+        "models is not timed); the largest pool's rate and the larger of its two memory "
+        "figures count for T5."
     )
     lines.append("")
     c = s.churn
@@ -273,9 +182,8 @@ def profile_lines(p: ProfileResult, results: Results) -> list[str]:
     if server is not None:
         rest = p.cycle_us - floor - server
         rows += [
-            [f"Redis running `{name}.lua` (SLOWLOG median)", f"{us_:,.0f}"]
+            [f"Redis time per {name} (INFO commandstats)", f"{us_:,.0f}"]
             for name, us_ in sorted(p.script_us.items())
-            if name in ("acquire", "release")
         ]
         rows.append(["the rest: Python beyond a no-op round trip", f"{rest:,.0f}"])
     lines = table(["one process, warm, pool of 32", "us"], rows)
@@ -298,7 +206,8 @@ def profile_lines(p: ProfileResult, results: Results) -> list[str]:
     lines += [
         "What the targets would need:",
         "",
-        f"- **T1** (0.6 x floor) needs a cycle of at most {floor / 0.6:,.0f} us. Redis alone "
+        f"- **T1** ({T1_FLOOR_FRACTION:g} x floor) needs a cycle of at most "
+        f"{floor / T1_FLOOR_FRACTION:,.0f} us. Redis alone "
         f"spends {server:,.0f} us running the two scripts, so even with no Python work at all "
         f"a cycle would take {floor + server:,.0f} us, {best:.2f} x floor. The scripts keep "
         "the four selector orders, the counters, the deadline index and the lease record in "
@@ -309,22 +218,24 @@ def profile_lines(p: ProfileResult, results: Results) -> list[str]:
         if in_memory:
             in_memory_us = 1e6 / in_memory
             lines += [
-                f"- **T2** (3 x InMemoryStorage) needs a cycle of at most "
-                f"{in_memory_us / 3:,.0f} us: pharox's in-memory cycle takes "
+                f"- **T2** ({T2_VS_IN_MEMORY:g} x InMemoryStorage) needs a cycle of at most "
+                f"{in_memory_us / T2_VS_IN_MEMORY:,.0f} us: pharox's in-memory cycle takes "
                 f"{in_memory_us:,.0f} us here, and two round trips to Redis plus the two "
                 f"scripts take {floor + server:,.0f} us before any Python work.",
-                f"- **T6** (stock ProxyManager >= 2 x InMemoryStorage) needs a cycle of at most "
-                f"{in_memory_us / 2:,.0f} us, but pharox's manager makes 6 round trips per "
+                f"- **T6** (stock ProxyManager >= {T6_VS_IN_MEMORY:g} x InMemoryStorage) needs a "
+                f"cycle of at most {in_memory_us / T6_VS_IN_MEMORY:,.0f} us, but pharox's "
+                "manager makes 6 round trips per "
                 f"cycle (cleanup, find, lease, stats; release, stats): at least "
                 f"{3 * floor:,.0f} us before any script runs.",
             ]
     if results.workers is not None:
-        four = results.workers.rates("evalsha").get(4)
+        four = results.workers.rates("evalsha").get(T3_PROCESSES)
         if four:
             cores = os.cpu_count() or 1
             lines.append(
-                f"- **T3** (4 processes >= 0.6 x their floor) needs "
-                f"{0.6 * four / 2:,.0f} cycles/s. Redis is single-threaded and spends "
+                f"- **T3** ({T3_PROCESSES} processes >= {T3_FLOOR_FRACTION:g} x their floor) "
+                f"needs {T3_FLOOR_FRACTION * four / 2:,.0f} cycles/s. Redis is single-threaded "
+                "and spends "
                 f"{server:,.0f} us per cycle in the scripts, so it alone cannot serve more than "
                 f"{1e6 / server:,.0f} cycles/s. A cycle also costs about {p.cycle_us:,.0f} us "
                 "of CPU between the client and Redis (one process keeps about one core busy), "
@@ -408,6 +319,10 @@ def render(
         ]
     if results.scaleout is not None:
         lines += scaleout_lines(results.scaleout, settings)
+    if results.cost is not None:
+        lines += cost_lines(results.cost, results.workers, settings)
+    if results.workers is not None and any(settings.runs(k) for k in ("rotate", "batch")):
+        lines += rotate_batch_lines(results.workers, settings)
     notes = list(results.notes)
     if results.plot_note:
         notes.append(f"plot not written: {results.plot_note}")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .backends import BackendsResult
+from .cost import CostResult
 from .filters import FiltersResult
 from .profile import ProfileResult
 from .scale import ScaleResult
@@ -22,6 +23,7 @@ class Results:
     filters: Optional[FiltersResult] = None
     profile: Optional[ProfileResult] = None
     scaleout: Optional[ScaleOutResult] = None
+    cost: Optional[CostResult] = None
     notes: list[str] = field(default_factory=list)
     plot_note: Optional[str] = None  # why the plot was not written, when it was not
 
@@ -38,6 +40,9 @@ def measured(results: Results) -> Measured:
         w = results.workers
         m.floor_evalsha = w.rates("evalsha")
         m.fast_cycles = w.rates("fast")
+        m.rotate_leases = w.rates("rotate")
+        m.batch_leases = w.rates("batch")
+        m.unavailable.update(w.unavailable)
         for (n, kind), config in w.configs.items():
             if kind == "fast":
                 m.fast_exceptions[n] = config.exceptions
@@ -47,9 +52,18 @@ def measured(results: Results) -> Measured:
         s = results.scale
         m.scale_p50 = {size.size: size.p50 for size in s.sizes if size.p50 is not None}
         if s.sizes:
-            m.bytes_per_proxy = s.sizes[-1].bytes_per_proxy
+            largest = s.sizes[-1]
+            m.bytes_per_proxy = largest.bytes_per_proxy
+            m.largest_pool = largest.size
+            if largest.load_seconds > 0:
+                m.import_rate = largest.size / largest.load_seconds
         if s.churn is not None:
             before, after = s.churn.worse
             m.churn_cycles = s.churn.cycles
             m.churn_before, m.churn_after = float(before), float(after)
+    if results.cost is not None:
+        c = results.cost
+        m.calls_per_cycle = {s: w.calls_per_unit for s, w in c.cycle.items() if w.units}
+        m.redis_us_per_cycle = {s: w.us_per_unit for s, w in c.cycle.items() if w.units}
+        m.baseline_us_per_cycle = {s: w.us_per_unit for s, w in c.baseline.items() if w.units}
     return m

@@ -1,7 +1,9 @@
 """Section 4: pool size. Bulk-load time, memory per proxy, acquire latency, memory churn.
 
 Each pool size gets a pool of its own (a prefix of its own). Proxies are loaded with
-``add_proxies_bulk``, the storage's bulk path (pipelined ``save_proxies.lua`` calls of 500).
+``add_proxies_bulk``, the storage's bulk path, in chunks of ``LOAD_CHUNK`` (so a pool of
+1,000,000 never holds all its pydantic models at once); only the ``add_proxies_bulk`` calls
+(and ``save_pool``) are timed, not building the models.
 Memory per proxy is measured two ways, and the larger counts: the server's ``used_memory``
 before and after the load, and ``MEMORY USAGE ... SAMPLES 0`` summed over the pool's keys.
 
@@ -24,7 +26,7 @@ from uuid import UUID
 
 from pharox import Proxy, ProxyPool, ProxyProtocol, ProxyStatus, SelectorStrategy
 
-from pharox_redis import KeySchema, RedisProxyManager, RedisStorage
+from pharox_redis import RedisProxyManager, RedisStorage
 
 from .redis_target import RedisTarget
 from .settings import Settings
@@ -35,6 +37,7 @@ BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
 WARM_UP_CYCLES = 20
 SETTLE_CYCLES = 300  # cycles after the retention passed: their scripts purge old records
 CONSUMER = "bench-scale"
+LOAD_CHUNK = 50_000
 
 
 def plain_proxy(pool_id: UUID, n: int) -> Proxy:
@@ -114,23 +117,37 @@ class LoadedPool:
 
 
 def load_pool(
-    target: RedisTarget, storage: RedisStorage, size: int, make: Callable[[UUID, int], Proxy]
+    target: RedisTarget,
+    storage: RedisStorage,
+    size: int,
+    make: Callable[[UUID, int], Proxy],
+    keep: bool = False,
 ) -> tuple[LoadedPool, PoolSize, list[Proxy]]:
-    """Save a pool of ``size`` proxies in bulk; time the load and measure its memory."""
+    """Save a pool of ``size`` proxies in bulk; time the load and measure its memory.
+
+    Returns the proxies too when ``keep`` is set (an empty list otherwise).
+    """
     prefix = storage.context.keys.prefix
     pool = ProxyPool(name=f"scale-{size}")
-    started = time.perf_counter()
-    proxies = [make(pool.id, n) for n in range(size)]
-    built = time.perf_counter() - started
+    kept: list[Proxy] = []
+    built = loaded = 0.0
     used_before = target.used_memory()
     started = time.perf_counter()
     storage.save_pool(pool)
-    storage.add_proxies_bulk(proxies)
-    loaded = time.perf_counter() - started
+    loaded += time.perf_counter() - started
+    for first in range(0, size, LOAD_CHUNK):
+        started = time.perf_counter()
+        proxies = [make(pool.id, n) for n in range(first, min(first + LOAD_CHUNK, size))]
+        built += time.perf_counter() - started
+        started = time.perf_counter()
+        storage.add_proxies_bulk(proxies)
+        loaded += time.perf_counter() - started
+        if keep:
+            kept += proxies
     used_delta = target.used_memory() - used_before
     keys = target.prefix_memory(prefix)
     loaded_pool = LoadedPool(storage, prefix, pool, RedisProxyManager(storage))
-    return loaded_pool, PoolSize(size, loaded, built, used_delta, keys), proxies
+    return loaded_pool, PoolSize(size, loaded, built, used_delta, keys), kept
 
 
 def cycle(loaded: LoadedPool, selector: SelectorStrategy) -> Optional[float]:
@@ -146,8 +163,11 @@ def cycle(loaded: LoadedPool, selector: SelectorStrategy) -> Optional[float]:
 
 
 def lease_records(loaded: LoadedPool) -> int:
-    keys = KeySchema(loaded.prefix).pool(loaded.pool.id)
-    return int(loaded.storage.client.hlen(keys.leases))
+    """Return how many lease records (active and kept after release) the pool holds.
+
+    Read through ``list_leases``, so it does not depend on the storage's key layout.
+    """
+    return len(loaded.storage.list_leases())
 
 
 def settle(loaded: LoadedPool, retention: float) -> None:

@@ -1,15 +1,40 @@
-"""Command line options and the two sets of defaults: the full run and ``--quick``."""
+"""Command line options and the two sets of defaults: the full run and ``--quick``.
+
+A full run writes the committed report and plot (``BENCHMARKS.md`` and
+``benchmarks/cycles.png`` at the project's root, wherever it is started from). ``--quick``
+never does: without ``--out`` and ``--plot`` it writes both into a fresh temporary folder,
+and it refuses to be pointed at the committed files.
+"""
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-SECTIONS = ("backends", "workers", "floor", "scale", "filters", "profile", "scaleout")
+SECTIONS = (
+    "backends",
+    "workers",
+    "floor",
+    "rotate",
+    "batch",
+    "scale",
+    "filters",
+    "profile",
+    "cost",
+    "scaleout",
+)
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_REPORT = ROOT / "BENCHMARKS.md"
+COMMITTED_PLOT = ROOT / "benchmarks" / "cycles.png"
+# The code before issue 12 (the lean hot path): T8 compares Redis time per cycle with it,
+# measured in the same run on the same server (``benchmarks.baseline``).
+BASELINE_REF = "1a43fff07abfa2c3d122d7403157f3cafd509462"
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,8 @@ class Settings:
     churn_retention: float
     filter_pool_size: int
     filter_acquires: int
+    cost_cycles: int
+    baseline_ref: Optional[str]
     command: str
 
     def runs(self, section: str) -> bool:
@@ -51,12 +78,13 @@ DEFAULTS: dict[str, tuple[object, object]] = {
     "rounds": (3, 1),
     "worker_pool_size": (32, 8),
     "max_concurrency": (1, 1),
-    "scale_sizes": ("100,10000,100000", "100,1000"),
+    "scale_sizes": ("100,10000,100000,1000000", "100,1000"),
     "scale_acquires": (2000, 60),
     "churn_cycles": (100_000, 300),
     "churn_retention": (1.0, 0.3),
     "filter_pool_size": (100_000, 1000),
     "filter_acquires": (300, 12),
+    "cost_cycles": (2000, 40),
 }
 
 
@@ -96,8 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         "drops at the end ('none' to skip)",
     )
     add("--no-fakeredis", action="store_true", help="skip RedisStorage on fakeredis")
-    add("--out", type=Path, default=Path("BENCHMARKS.md"), help="the report to write")
-    add("--plot", type=Path, default=Path("benchmarks/cycles.png"), help="the PNG to write")
+    add(
+        "--out",
+        type=Path,
+        help="the report to write (BENCHMARKS.md at the project's root; --quick: a temporary "
+        "folder)",
+    )
+    add(
+        "--plot",
+        type=Path,
+        help="the PNG to write (benchmarks/cycles.png; --quick: next to the report)",
+    )
     add("--iterations", type=int, help="pharox leasing benchmark iterations (2000)")
     add("--pool-size", type=int, help="proxies in the leasing benchmark pool (32)")
     add("--processes", type=int_list, help="worker process counts (1,2,4,8)")
@@ -105,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rounds", type=int, help="repetitions of each worker window; the median counts (3)")
     add("--worker-pool-size", type=int, help="proxies in the workers' shared pool (32)")
     add("--max-concurrency", type=int, help="max_concurrency of the workers' proxies (1)")
-    add("--scale-sizes", type=int_list, help="pool sizes of the scale section (100,10000,100000)")
+    add(
+        "--scale-sizes",
+        type=int_list,
+        help="pool sizes of the scale section (100,10000,100000,1000000)",
+    )
     add("--scale-acquires", type=int, help="timed acquires per pool size (2000)")
     add("--churn-cycles", type=int, help="acquire/release cycles of the memory run (100000)")
     add(
@@ -115,7 +156,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--filter-pool-size", type=int, help="proxies in the filters' pool (100000)")
     add("--filter-acquires", type=int, help="timed acquires per filter (300)")
+    add(
+        "--cost-cycles",
+        type=int,
+        help="counted cycles per selector of the Redis work section (2000)",
+    )
+    add(
+        "--baseline-ref",
+        default=BASELINE_REF,
+        help="git commit whose code T8 compares Redis time per cycle with, measured in the "
+        "same run ('none' to skip; default: the code before issue 12)",
+    )
     return parser
+
+
+def output_paths(quick: bool, out: Optional[Path], plot: Optional[Path]) -> tuple[Path, Path]:
+    """Return where the report and the plot go.
+
+    A full run defaults to the committed files. ``--quick`` defaults to a fresh temporary
+    folder and never writes over the committed files, even when asked to.
+    """
+    if not quick:
+        return out or COMMITTED_REPORT, plot or COMMITTED_PLOT
+    if out is None:
+        folder = Path(tempfile.gettempdir()) / f"pharox-redis-bench-{uuid.uuid4().hex[:10]}"
+        out = folder / "BENCHMARKS.md"  # the folder is made when the report is written
+    if plot is None:
+        plot = out.parent / "cycles.png"
+    for given, committed in ((out, COMMITTED_REPORT), (plot, COMMITTED_PLOT)):
+        if given.resolve() == committed:
+            raise SystemExit(
+                f"--quick never writes over the committed {committed.name}: "
+                "pass --out/--plot elsewhere, or leave them out"
+            )
+    return out, plot
 
 
 def parse_settings(argv: list[str]) -> Settings:
@@ -133,15 +207,20 @@ def parse_settings(argv: list[str]) -> Settings:
     dsn = args.postgres_dsn
     if dsn is not None and dsn.strip().lower() in ("", "none"):
         dsn = None
+    baseline = args.baseline_ref
+    if baseline is not None and baseline.strip().lower() in ("", "none"):
+        baseline = None
     sections = tuple(s for s in SECTIONS if s in args.only)
+    out, plot = output_paths(args.quick, args.out, args.plot)
     return Settings(
         sections=sections,
         quick=args.quick,
         redis_url=args.redis_url,
         postgres_dsn=dsn,
         fakeredis=not args.no_fakeredis,
-        out=args.out,
-        plot=args.plot,
+        out=out,
+        plot=plot,
+        baseline_ref=baseline,
         command=command_line(argv),
         **{name: value(name) for name in DEFAULTS},  # type: ignore[arg-type]
     )

@@ -1,4 +1,4 @@
-"""The targets of issue #4, as pure functions from measured numbers to verdicts.
+"""The targets of issue #12 (T6: issue #4), as pure functions from measured numbers to verdicts.
 
 Nothing here measures anything: :func:`evaluate` takes a :class:`Measured` (filled in by the
 harness, or by hand in a test) and returns one :class:`Verdict` per target. A target whose
@@ -17,18 +17,24 @@ MET = "met"
 NOT_MET = "not met"
 NOT_MEASURED = "not measured"
 
-T1_FLOOR_FRACTION = 0.6
+T1_FLOOR_FRACTION = 0.8
 T2_VS_IN_MEMORY = 3.0
-T2_VS_POSTGRES = 60.0
+T2_SELECTORS = ("first_available", "least_used", "round_robin", "lowest_latency")
 T3_PROCESSES = 4
 T3_FLOOR_FRACTION = 0.6
 T4_P50_GROWTH = 1.3
-T4_SMALL, T4_LARGE = 100, 100_000
-T5_BYTES_PER_PROXY = 1024.0
+T4_SMALL, T4_LARGE = 100, 1_000_000
+T5_BYTES_PER_PROXY = 640.0
+T5_POOL_SIZE = 1_000_000
 T5_CHURN_CYCLES = 100_000
 T5_CHURN_DRIFT = 0.10
+T5_IMPORT_RATE = 50_000.0  # proxies/s through add_proxies_bulk
 T6_ROUND_TRIPS = 4.0
 T6_VS_IN_MEMORY = 2.0
+T7_ROTATE_VS_FLOOR = 1.3  # rotations/s over the floor's cycle rate, 1 process
+T7_BATCH_VS_CYCLES = 5.0  # leases/s in batches of 10 over acquire+release cycles/s
+T8_CALLS_PER_CYCLE = 20.0
+T8_TIME_VS_BASELINE = 0.5
 
 # Labels of the leasing configurations (backend/manager) the targets compare.
 REDIS_FAST = "redis/RedisProxyManager"
@@ -54,10 +60,18 @@ class Measured:
     leasing: dict[str, dict[str, float]] = field(default_factory=dict)
     stock_round_trips: Optional[float] = None  # per acquire, stock ProxyManager on Redis
     scale_p50: dict[int, float] = field(default_factory=dict)  # pool size -> seconds
-    bytes_per_proxy: Optional[float] = None
+    bytes_per_proxy: Optional[float] = None  # at the largest pool size
+    import_rate: Optional[float] = None  # proxies/s, bulk load of the largest pool
+    largest_pool: int = 0
     churn_cycles: int = 0
     churn_before: Optional[float] = None  # bytes
     churn_after: Optional[float] = None
+    rotate_leases: dict[int, float] = field(default_factory=dict)  # leases/s by processes
+    batch_leases: dict[int, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # "rotate"/"batch" -> why not
+    calls_per_cycle: dict[str, float] = field(default_factory=dict)  # selector -> redis.calls
+    redis_us_per_cycle: dict[str, float] = field(default_factory=dict)  # selector -> us
+    baseline_us_per_cycle: dict[str, float] = field(default_factory=dict)  # before issue 12
 
 
 @dataclass(frozen=True)
@@ -110,21 +124,22 @@ def t1(m: Measured) -> Verdict:
 
 def t2(m: Measured) -> Verdict:
     goal = (
-        f"RedisProxyManager on Redis >= {T2_VS_IN_MEMORY:g} x InMemoryStorage and "
-        f">= {T2_VS_POSTGRES:g} x PostgresStorage (pharox's leasing benchmark)"
+        f"RedisProxyManager on Redis >= {T2_VS_IN_MEMORY:g} x InMemoryStorage on pharox's "
+        "leasing benchmark, every selector"
     )
-    vs_memory = leasing_ratio(m.leasing, REDIS_FAST, IN_MEMORY)
+    fast, memory = m.leasing.get(REDIS_FAST, {}), m.leasing.get(IN_MEMORY, {})
+    missing = [s for s in T2_SELECTORS if s not in fast or not memory.get(s)]
+    if missing:
+        return Verdict("T2", goal, NOT_MEASURED, "-", f"no figures for {', '.join(missing)}")
+    ratios = {s: fast[s] / memory[s] for s in T2_SELECTORS}
+    worst = min(ratios, key=ratios.__getitem__)
+    mean = geometric_mean(ratios.values()) or 0.0
+    detail = f"worst selector {worst}; geometric mean {mean:.2f} x InMemory"
     vs_postgres = leasing_ratio(m.leasing, REDIS_FAST, POSTGRES)
-    if vs_memory is None or vs_postgres is None:
-        missing = "InMemoryStorage" if vs_memory is None else "PostgresStorage"
-        return Verdict("T2", goal, NOT_MEASURED, "-", f"no {missing} figures")
-    ok = vs_memory[0] >= T2_VS_IN_MEMORY and vs_postgres[0] >= T2_VS_POSTGRES
-    measured = f"{vs_memory[0]:.2f} x InMemory, {vs_postgres[0]:.1f} x Postgres"
-    detail = (
-        f"geometric means over the selectors both ran; worst selector {vs_memory[1]:.2f} x "
-        f"InMemory, {vs_postgres[1]:.1f} x Postgres"
-    )
-    return Verdict("T2", goal, _status(ok), measured, detail)
+    if vs_postgres is not None:
+        detail += f"; {vs_postgres[0]:.1f} x PostgresStorage"
+    measured = f"{ratios[worst]:.2f} x InMemory (worst selector)"
+    return Verdict("T2", goal, _status(ratios[worst] >= T2_VS_IN_MEMORY), measured, detail)
 
 
 def t3(m: Measured) -> Verdict:
@@ -164,16 +179,33 @@ def t4(m: Measured) -> Verdict:
 
 def t5(m: Measured) -> Verdict:
     goal = (
-        f"<= {T5_BYTES_PER_PROXY:,.0f} bytes of Redis memory per proxy; memory after "
-        f"{T5_CHURN_CYCLES:,} cycles within {T5_CHURN_DRIFT:.0%} of before"
+        f"<= {T5_BYTES_PER_PROXY:,.0f} bytes of Redis memory per proxy at {T5_POOL_SIZE:,} "
+        f"proxies; memory after {T5_CHURN_CYCLES:,} cycles within {T5_CHURN_DRIFT:.0%} of "
+        f"before; bulk import >= {T5_IMPORT_RATE:,.0f} proxies/s"
     )
-    if m.bytes_per_proxy is None or m.churn_before is None or m.churn_after is None:
+    if (
+        m.bytes_per_proxy is None
+        or m.import_rate is None
+        or m.churn_before is None
+        or m.churn_after is None
+    ):
         return Verdict("T5", goal, NOT_MEASURED, "-", "needs the scale section")
     drift = m.churn_after / m.churn_before
-    ok = m.bytes_per_proxy <= T5_BYTES_PER_PROXY and abs(drift - 1) <= T5_CHURN_DRIFT
-    measured = f"{m.bytes_per_proxy / T5_BYTES_PER_PROXY:.2f} KiB/proxy, after/before {drift:.3f}"
-    detail = f"{m.bytes_per_proxy:,.0f} bytes per proxy; memory after {m.churn_cycles:,} cycles"
-    detail += f" / before = {m.churn_after:,.0f} / {m.churn_before:,.0f} bytes"
+    ok = (
+        m.bytes_per_proxy <= T5_BYTES_PER_PROXY
+        and abs(drift - 1) <= T5_CHURN_DRIFT
+        and m.import_rate >= T5_IMPORT_RATE
+    )
+    measured = (
+        f"{m.bytes_per_proxy:,.0f} bytes/proxy, after/before {drift:.3f}, "
+        f"{m.import_rate:,.0f} proxies/s"
+    )
+    detail = (
+        f"at {m.largest_pool:,} proxies; memory after {m.churn_cycles:,} cycles / before = "
+        f"{m.churn_after:,.0f} / {m.churn_before:,.0f} bytes"
+    )
+    if m.largest_pool < T5_POOL_SIZE:
+        detail += f" (a smaller pool than the target's {T5_POOL_SIZE:,})"
     if m.churn_cycles < T5_CHURN_CYCLES:
         detail += f" (fewer cycles than the target's {T5_CHURN_CYCLES:,})"
     return Verdict("T5", goal, _status(ok), measured, detail)
@@ -193,6 +225,55 @@ def t6(m: Measured) -> Verdict:
     return Verdict("T6", goal, _status(ok), measured, detail)
 
 
+def t7(m: Measured) -> Verdict:
+    goal = (
+        f"1 process: rotate >= {T7_ROTATE_VS_FLOOR:g} x the floor's cycle rate; batches of 10 "
+        f">= {T7_BATCH_VS_CYCLES:g} x the acquire+release rate (leases/s)"
+    )
+    missing = [f"{kind}: {why}" for kind, why in sorted(m.unavailable.items())]
+    if missing:
+        return Verdict("T7", goal, NOT_MEASURED, "-", "; ".join(missing))
+    needed = (m.rotate_leases, m.batch_leases, m.floor_evalsha, m.fast_cycles)
+    if any(1 not in values for values in needed):
+        return Verdict("T7", goal, NOT_MEASURED, "-", "needs 1-process rotate, batch, floor")
+    floor_cycles = m.floor_evalsha[1] / 2
+    rotate = m.rotate_leases[1] / floor_cycles
+    batch = m.batch_leases[1] / m.fast_cycles[1]
+    ok = rotate >= T7_ROTATE_VS_FLOOR and batch >= T7_BATCH_VS_CYCLES
+    measured = f"rotate {rotate:.2f} x floor, batch {batch:.2f} x cycles"
+    detail = (
+        f"rotate {m.rotate_leases[1]:,.0f} leases/s vs floor {floor_cycles:,.0f} cycles/s; "
+        f"batch {m.batch_leases[1]:,.0f} leases/s vs {m.fast_cycles[1]:,.0f} cycles/s"
+    )
+    return Verdict("T7", goal, _status(ok), measured, detail)
+
+
+def t8(m: Measured) -> Verdict:
+    goal = (
+        f"<= {T8_CALLS_PER_CYCLE:g} redis.calls per acquire+release cycle, Redis time per "
+        f"cycle <= {T8_TIME_VS_BASELINE:g} x before issue 12 (INFO commandstats, every selector)"
+    )
+    if not m.calls_per_cycle:
+        return Verdict("T8", goal, NOT_MEASURED, "-", "needs the cost section")
+    worst_calls = max(m.calls_per_cycle, key=m.calls_per_cycle.__getitem__)
+    calls = m.calls_per_cycle[worst_calls]
+    shared = [s for s in m.redis_us_per_cycle if m.baseline_us_per_cycle.get(s)]
+    times = ", ".join(f"{s} {us:,.0f} us" for s, us in m.redis_us_per_cycle.items())
+    detail = f"most calls: {worst_calls}; Redis time per cycle: {times}"
+    if not shared:
+        measured = f"{calls:.1f} calls, time vs before not measured"
+        return Verdict("T8", goal, NOT_MEASURED, measured, detail + "; no baseline")
+    ratios = {s: m.redis_us_per_cycle[s] / m.baseline_us_per_cycle[s] for s in shared}
+    worst = max(ratios, key=ratios.__getitem__)
+    ok = calls <= T8_CALLS_PER_CYCLE and ratios[worst] <= T8_TIME_VS_BASELINE
+    measured = f"{calls:.1f} calls, {ratios[worst]:.2f} x time before"
+    detail += (
+        f"; worst time ratio {worst}: {m.redis_us_per_cycle[worst]:,.0f} us vs "
+        f"{m.baseline_us_per_cycle[worst]:,.0f} us before"
+    )
+    return Verdict("T8", goal, _status(ok), measured, detail)
+
+
 def evaluate(m: Measured) -> list[Verdict]:
-    """Return the verdicts of T1 to T6."""
-    return [t1(m), t2(m), t3(m), t4(m), t5(m), t6(m)]
+    """Return the verdicts of T1 to T8."""
+    return [t1(m), t2(m), t3(m), t4(m), t5(m), t6(m), t7(m), t8(m)]

@@ -1,15 +1,16 @@
-"""Sections 2 and 3: N worker processes on one shared pool, next to the round-trip floor.
+"""Sections 2-3 and 9: N worker processes on one shared pool, next to the round-trip floor.
 
 For each process count N, N ``spawn`` processes are started once and run a list of timed
-windows ("phases"), all starting together on a barrier:
-
-* ``ping`` and ``evalsha``: the floor, Python round trips to the same Redis on the same
-  client setup (``RedisStorage.from_url``), PING and EVALSHA of ``return 1``;
-* ``stock`` and ``fast``: acquire+release cycles with pharox's stock ``ProxyManager`` and
-  with ``RedisProxyManager``, on a pool of their own (a fresh prefix per window).
+windows ("phases", see ``benchmarks.worker_side``), all starting together on a barrier:
+the floor (PING, EVALSHA of ``return 1``), acquire+release cycles with pharox's stock
+``ProxyManager`` and with ``RedisProxyManager``, and, when this build has them,
+``rotate`` and batches of ``acquire_many``/``release_many``. Each manager window gets a pool
+of its own (a fresh prefix).
 
 Windows are repeated ``--rounds`` times, in reversed order every other round; the median
 rate counts. The workload mirrors pharox's benchmark: ROUND_ROBIN, release right away.
+Alongside the rates, each window records the workers' process CPU time and the Redis
+server's CPU time (``INFO cpu``) and command time (``INFO commandstats``), per unit.
 Afterwards every lease record of a manager window is read back (``list_leases``; the
 retention is an hour) and the server-stamped ``[acquired_at, released_at)`` intervals are
 replayed to find the peak number of simultaneous leases per proxy.
@@ -20,141 +21,33 @@ from __future__ import annotations
 import multiprocessing
 import queue as queue_module
 import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
-from pharox import (
-    LeaseStatus,
-    Proxy,
-    ProxyManager,
-    ProxyPool,
-    ProxyProtocol,
-    ProxyStatus,
-    SelectorStrategy,
-)
+from pharox import LeaseStatus, Proxy, ProxyPool, ProxyProtocol, ProxyStatus
 
-from pharox_redis import RedisProxyManager, RedisStorage
+from pharox_redis import RedisStorage
 
 from .redis_target import RedisTarget
 from .settings import Settings
 from .stats import Latencies, max_overlap, median
+from .worker_side import (
+    BATCH_SIZE,
+    FLOOR_KINDS,
+    KIND_NAMES,
+    MANAGER_KINDS,
+    POOL_NAME,
+    RETENTION_SECONDS,
+    START_TIMEOUT,
+    Phase,
+    kind_available,
+    worker_main,
+)
 
-FLOOR_KINDS = ("evalsha", "ping")
-MANAGER_KINDS = ("fast", "stock")
-KIND_NAMES = {
-    "ping": "PING",
-    "evalsha": "EVALSHA return 1",
-    "stock": "ProxyManager (stock)",
-    "fast": "RedisProxyManager",
-}
-NOOP_SCRIPT = "return 1"
-SELECTOR = SelectorStrategy.ROUND_ROBIN  # pharox's benchmark default
-RETENTION_SECONDS = 3600.0  # no lease record may be purged before the audit
-START_TIMEOUT = 120.0
-POOL_NAME = "bench-workers"
-
-
-@dataclass(frozen=True)
-class Phase:
-    kind: str
-    round: int
-    prefix: str = ""  # manager phases: the pool's key prefix
-
-
-# ---------------------------------------------------------------------- worker side
-
-
-def _lease_cycle(manager: Union[ProxyManager, RedisProxyManager], consumer: str) -> bool:
-    """One acquire (timed by the caller) and release; True when a lease was granted."""
-    lease = manager.acquire_proxy(POOL_NAME, consumer, selector=SELECTOR)
-    if lease is None:
-        return False
-    manager.release_proxy(lease)
-    return True
-
-
-def run_phase(phase: Phase, index: int, url: str, seconds: float, barrier: Any) -> dict[str, Any]:
-    """Set up, wait for everyone, run one timed window; return its counts."""
-    out: dict[str, Any] = {
-        "kind": phase.kind,
-        "round": phase.round,
-        "worker": index,
-        "ops": 0,
-        "hits": 0,
-        "misses": 0,
-        "errors": Counter(),
-        "messages": {},
-        "latencies": [],
-        "elapsed": 0.0,
-    }
-    storage = RedisStorage.from_url(
-        url, prefix=phase.prefix or "bench-floor", lease_retention_seconds=RETENTION_SECONDS
-    )
-    try:
-        client = storage.client
-        consumer = f"worker-{index}"
-        step: Callable[[], bool]
-        if phase.kind == "ping":
-
-            def step() -> bool:
-                return bool(client.ping())
-
-        elif phase.kind == "evalsha":
-            sha = client.script_load(NOOP_SCRIPT)
-
-            def step() -> bool:
-                return bool(client.evalsha(sha, 0) == 1)
-
-        else:
-            manager = RedisProxyManager(storage) if phase.kind == "fast" else ProxyManager(storage)
-
-            def step() -> bool:
-                return _lease_cycle(manager, consumer)
-
-        out["warm_hits"] = int(step())  # warm up: connection, scripts, pool and consumer ids
-        barrier.wait(timeout=START_TIMEOUT)
-        latencies: list[float] = out["latencies"]
-        clock = time.perf_counter
-        began = clock()
-        deadline = began + seconds
-        while True:
-            start = clock()
-            if start >= deadline:
-                break
-            try:
-                granted = step()
-            except Exception as exc:  # counted by type, never fatal
-                name = type(exc).__name__
-                out["errors"][name] += 1
-                out["messages"].setdefault(name, repr(exc)[:300])
-                continue
-            latencies.append(clock() - start)
-            out["ops"] += 1
-            out["hits" if granted else "misses"] += 1
-        out["elapsed"] = clock() - began
-    finally:
-        storage.client.close()
-    out["errors"] = dict(out["errors"])
-    return out
-
-
-def worker_main(
-    index: int, url: str, phases: list[Phase], seconds: float, barrier: Any, results: Any
-) -> None:
-    """Run every phase in order, putting one report per phase on ``results``."""
-    for phase in phases:
-        try:
-            report = run_phase(phase, index, url, seconds, barrier)
-        except BaseException as exc:  # setup failed: report instead of hanging the parent
-            barrier.abort()
-            report = {"kind": phase.kind, "round": phase.round, "worker": index, "fatal": repr(exc)}
-            results.put(report)
-            return
-        results.put(report)
+__all__ = ["KIND_NAMES", "MANAGER_KINDS", "ConfigResult", "WorkersResult", "run_workers"]
 
 
 # ---------------------------------------------------------------------- parent side
@@ -174,10 +67,12 @@ class ConfigResult(Latencies):
 
     processes: int
     kind: str
-    rates: list[float] = field(default_factory=list)  # ops/s aggregated over processes
-    server_us: list[float] = field(default_factory=list)  # server command time per op
-    latencies: list[float] = field(default_factory=list)
-    hits: int = 0
+    rates: list[float] = field(default_factory=list)  # units/s aggregated over processes
+    server_us: list[float] = field(default_factory=list)  # Redis command time per unit
+    client_cpu_us: list[float] = field(default_factory=list)  # workers' CPU time per unit
+    redis_cpu_us: list[float] = field(default_factory=list)  # Redis process CPU per unit
+    latencies: list[float] = field(default_factory=list)  # per call of the step
+    units: int = 0  # round trips, cycles or leases (see ``benchmarks.worker_side``)
     misses: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     messages: dict[str, str] = field(default_factory=dict)
@@ -192,6 +87,14 @@ class ConfigResult(Latencies):
         return median(self.server_us)
 
     @property
+    def client_cpu_us_per_op(self) -> Optional[float]:
+        return median(self.client_cpu_us)
+
+    @property
+    def redis_cpu_us_per_op(self) -> Optional[float]:
+        return median(self.redis_cpu_us)
+
+    @property
     def exceptions(self) -> int:
         return sum(self.errors.values())
 
@@ -201,6 +104,8 @@ class WorkersResult:
     configs: dict[tuple[int, str], ConfigResult] = field(default_factory=dict)
     max_concurrency: int = 1
     pool_size: int = 0
+    batch_pool_size: int = 0  # the batch windows' pool: room for every worker's batch
+    unavailable: dict[str, str] = field(default_factory=dict)  # kind -> why it did not run
     notes: list[str] = field(default_factory=list)
 
     def get(self, processes: int, kind: str) -> Optional[ConfigResult]:
@@ -253,30 +158,51 @@ def audit_pool(target: RedisTarget, prefix: str, max_concurrency: int) -> Audit:
     return audit
 
 
-def plan(settings: Settings, processes: int, target: RedisTarget) -> list[Phase]:
+def wanted_kinds(settings: Settings) -> list[str]:
+    """Return the kinds of window the sections asked for, in their order."""
     kinds: list[str] = []
     if settings.runs("floor"):
         kinds += FLOOR_KINDS
     if settings.runs("workers"):
-        kinds += MANAGER_KINDS
+        kinds += ("fast", "stock")
+    kinds += [kind for kind in ("rotate", "batch") if settings.runs(kind)]
+    return kinds
+
+
+def batch_pool_size(settings: Settings) -> int:
+    """The batch windows' pool: big enough for a full batch per worker at every count."""
+    return max(settings.worker_pool_size, BATCH_SIZE * max(settings.processes))
+
+
+def plan(settings: Settings, kinds: list[str], processes: int, target: RedisTarget) -> list[Phase]:
+    """Return the windows of one process count, seeding a fresh pool per manager window."""
     phases = []
     for r in range(settings.rounds):
         for kind in kinds if r % 2 == 0 else reversed(kinds):
             prefix = ""
             if kind in MANAGER_KINDS:
                 prefix = target.fresh_prefix(f"w{processes}-{kind}")
-                seed_pool(target, prefix, settings.worker_pool_size, settings.max_concurrency)
+                size = batch_pool_size(settings) if kind == "batch" else settings.worker_pool_size
+                seed_pool(target, prefix, size, settings.max_concurrency)
             phases.append(Phase(kind, r, prefix))
     return phases
 
 
+@dataclass(frozen=True)
+class ServerSpent:
+    """What the Redis server spent during one window (until every report was in)."""
+
+    command_usec: int  # INFO commandstats usec: command time, Lua included
+    cpu_seconds: float  # INFO cpu: the redis-server process's user + system CPU
+
+
 def run_processes(
     target: RedisTarget, phases: list[Phase], processes: int, seconds: float
-) -> tuple[list[dict[str, Any]], list[int]]:
+) -> tuple[list[dict[str, Any]], list[ServerSpent]]:
     """Start ``processes`` spawn workers, release them phase by phase, collect the reports.
 
-    Also returns, per phase, the server's command time (``INFO commandstats`` usec) spent
-    from the window's start until every report was in.
+    Also returns, per phase, what the server spent from the window's start until every
+    report was in.
     """
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes + 1)
@@ -291,19 +217,20 @@ def run_processes(
         for i in range(processes)
     ]
     reports: list[dict[str, Any]] = []
-    server_usec: list[int] = []
+    spent: list[ServerSpent] = []
     try:
         for proc in procs:
             proc.start()
         for phase in phases:
             barrier.wait(timeout=START_TIMEOUT)
-            usec_before = target.server_usec()
+            usec_before, cpu_before = target.server_usec(), target.server_cpu()
             for _ in range(processes):
                 report = results.get(timeout=seconds + START_TIMEOUT)
                 if "fatal" in report:
                     raise RuntimeError(f"worker failed in {phase.kind}: {report['fatal']}")
                 reports.append(report)
-            server_usec.append(target.server_usec() - usec_before)
+            usec, cpu = target.server_usec() - usec_before, target.server_cpu() - cpu_before
+            spent.append(ServerSpent(usec, cpu))
         for proc in procs:
             proc.join(timeout=30)
     except (queue_module.Empty, threading.BrokenBarrierError) as exc:
@@ -316,35 +243,47 @@ def run_processes(
                 proc.join(timeout=5)
         results.close()
         results.join_thread()
-    return reports, server_usec
+    return reports, spent
 
 
 def run_workers(
     settings: Settings, target: RedisTarget, say: Callable[[str], None]
 ) -> WorkersResult:
     result = WorkersResult(
-        max_concurrency=settings.max_concurrency, pool_size=settings.worker_pool_size
+        max_concurrency=settings.max_concurrency,
+        pool_size=settings.worker_pool_size,
+        batch_pool_size=batch_pool_size(settings),
     )
+    kinds = []
+    for kind in wanted_kinds(settings):
+        why_not = kind_available(kind)
+        if why_not is None:
+            kinds.append(kind)
+        else:
+            result.unavailable[kind] = why_not
+            say(f"  {why_not}")
     for n in settings.processes:
-        phases = plan(settings, n, target)
-        reports, server_usec = run_processes(target, phases, n, settings.seconds)
-        for phase, usec in zip(phases, server_usec, strict=True):
+        phases = plan(settings, kinds, n, target)
+        reports, spent = run_processes(target, phases, n, settings.seconds)
+        for phase, server in zip(phases, spent, strict=True):
             mine = [r for r in reports if r["kind"] == phase.kind and r["round"] == phase.round]
             config = result.configs.setdefault((n, phase.kind), ConfigResult(n, phase.kind))
-            config.rates.append(sum(r["ops"] / r["elapsed"] for r in mine if r["elapsed"] > 0))
-            ops = sum(r["ops"] for r in mine)
-            if ops:
-                config.server_us.append(usec / ops)
+            config.rates.append(sum(r["units"] / r["elapsed"] for r in mine if r["elapsed"] > 0))
+            units = sum(r["units"] for r in mine)
+            if units:
+                config.server_us.append(server.command_usec / units)
+                config.redis_cpu_us.append(server.cpu_seconds * 1e6 / units)
+                config.client_cpu_us.append(sum(r["cpu"] for r in mine) * 1e6 / units)
             for r in mine:
                 config.latencies.extend(r["latencies"])
-                config.hits += r["hits"]
+                config.units += r["units"]
                 config.misses += r["misses"]
                 config.errors.update(r["errors"])
                 for name, message in r["messages"].items():
                     config.messages.setdefault(name, message)
             if phase.prefix:
                 audit = audit_pool(target, phase.prefix, settings.max_concurrency)
-                granted = sum(r["hits"] + r["warm_hits"] for r in mine)
+                granted = sum(r["units"] + r["warm_units"] for r in mine)
                 if audit.leases != granted:
                     result.notes.append(
                         f"{n} processes, {KIND_NAMES[phase.kind]}, round {phase.round}: "
@@ -370,8 +309,10 @@ def describe(config: ConfigResult) -> str:
     p99 = f"{config.p99 * 1e6:,.0f}" if config.p99 is not None else "-"
     server = config.server_us_per_op
     line = (
-        f"  {config.processes} proc  {KIND_NAMES[config.kind]:<21} {config.rate:>9,.0f}/s  "
-        f"p50 {p50} us  p99 {p99} us  server {server or 0:.0f} us/op"
+        f"  {config.processes} proc  {KIND_NAMES[config.kind]:<34} {config.rate:>9,.0f}/s  "
+        f"p50 {p50} us  p99 {p99} us  server {server or 0:.0f} us/op  "
+        f"CPU client {config.client_cpu_us_per_op or 0:.0f} us, "
+        f"redis {config.redis_cpu_us_per_op or 0:.0f} us"
     )
     if config.kind in MANAGER_KINDS:
         audit = config.audit or Audit()

@@ -10,7 +10,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, TypeVar, Union
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Optional,
+    TypeVar,
+    Union,
+)
 
 from pharox import (
     AcquireEventPayload,
@@ -21,7 +30,7 @@ from pharox import (
     SelectorStrategy,
 )
 
-from . import flows
+from . import batch_flows, flows
 from .async_storage import AsyncRedisStorage
 from .bounded import await_within
 from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
@@ -185,6 +194,60 @@ class AsyncRedisProxyManager:
         Raises :class:`~pharox_redis.errors.LeaseLostError` when it expired or was released.
         """
         return await self._perform(flows.renew(self.policy, lease, duration_seconds))
+
+    # ------------------------------------------------------------------ rotate, batches
+
+    async def rotate(
+        self,
+        leased: Union[Lease, LeasedProxy],
+        consumer_name: Optional[str] = None,
+        duration_seconds: float = 300,
+        filters: Optional[ProxyFilters] = None,
+        selector: Optional[SelectorStrategy] = None,
+    ) -> Optional[LeasedProxy]:
+        """Release ``leased`` and lease the next proxy of its pool, in one round trip.
+
+        As :meth:`RedisProxyManager.rotate <pharox_redis.RedisProxyManager.rotate>`.
+        """
+        asked = batch_flows.rotate_request(
+            leased, consumer_name, duration_seconds, filters, selector
+        )
+        return await self._perform(batch_flows.rotate(self.policy, leased, asked))
+
+    async def acquire_many(
+        self,
+        pool_name: str,
+        k: int,
+        consumer_name: Optional[str] = None,
+        duration_seconds: float = 300,
+        filters: Optional[ProxyFilters] = None,
+        selector: Optional[SelectorStrategy] = None,
+        *,
+        all_or_nothing: bool = False,
+        distinct: bool = True,
+    ) -> list[LeasedProxy]:
+        """Lease up to ``k`` proxies of a pool in one round trip.
+
+        As :meth:`RedisProxyManager.acquire_many <pharox_redis.RedisProxyManager.acquire_many>`.
+        """
+        asked = batch_flows.many_request(
+            pool_name,
+            k,
+            consumer_name,
+            duration_seconds,
+            filters,
+            selector,
+            all_or_nothing,
+            distinct,
+        )
+        return await self._perform(batch_flows.acquire_many(self.policy, asked))
+
+    async def release_many(self, leases: Iterable[Union[Lease, LeasedProxy]]) -> None:
+        """Release leases in one round trip, one script call per pool.
+
+        As :meth:`RedisProxyManager.release_many <pharox_redis.RedisProxyManager.release_many>`.
+        """
+        await self._perform(batch_flows.release_many(self.policy, list(leases)))
 
     async def cleanup_expired_leases(self) -> int:
         """Reclaim expired leases of every pool and return how many."""

@@ -223,15 +223,25 @@ def release(
     done: Released = yield from retried(
         policy, lambda: leases.release(policy.context, held), leased if bounded else None
     )
+    yield from released(policy, lease, done)
+    return done
+
+
+def released(policy: Policy, lease: Union[Lease, LeasedProxy], done: Released) -> Flow[None]:
+    """Stamp a lease released, report an overrun, and notify the release callbacks.
+
+    What follows every release: :func:`release`, and the release part of a rotate or a
+    batch release.
+    """
+    held = unwrap_lease(lease)
     held.released_at = held.released_at or done.released_at or now_utc()
     if done.expired:
         overrun = LeaseLostError(held, "it reached its deadline before it was released")
-        if leased is not None:
-            leased.mark_lost(overrun)
+        if isinstance(lease, LeasedProxy):
+            lease.mark_lost(overrun)
         log.warning("%s The work done with it may have overlapped another holder.", overrun)
     if policy.on_release:
         yield Notify(policy.on_release, release_payload(held, done))
-    return done
 
 
 def renew(policy: Policy, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Flow[Lease]:

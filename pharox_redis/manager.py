@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 from pharox import Lease, ProxyFilters, ProxyManager, RetryConfig, SelectorStrategy
 
-from . import flows
+from . import batch_flows, flows
 from .bounded import call_within
 from .flows import Flow, Notify, Policy, Run
 from .keepalive import ThreadKeepAlive
@@ -169,6 +169,87 @@ class RedisProxyManager(ProxyManager):
         :class:`~pharox_redis.errors.LeaseLostError` when it expired or was released.
         """
         return self._perform(flows.renew(self.policy, lease, duration_seconds))
+
+    # ------------------------------------------------------------------ rotate, batches
+
+    def rotate(
+        self,
+        leased: Union[Lease, LeasedProxy],
+        consumer_name: Optional[str] = None,
+        duration_seconds: float = 300,
+        filters: Optional[ProxyFilters] = None,
+        selector: Optional[SelectorStrategy] = None,
+    ) -> Optional[LeasedProxy]:
+        """Release ``leased`` and lease the next proxy of its pool, in one round trip.
+
+        The next proxy is the one :meth:`acquire` would pick right after the release (with
+        ``ROUND_ROBIN`` the next in rotation; with the other selectors it may be the proxy
+        just given back). Returns None when no proxy is free; the release is done either way.
+        Arguments as for :meth:`acquire` (``consumer_name`` None means ``"default"``, as
+        there). When the held lease had already reached its deadline, the rotate still
+        acquires, and the loss is reported as :meth:`release_proxy` reports it (a warning,
+        and ``leased.lost``). Callbacks see one release event, then one acquire event.
+        Python predicates in ``filters`` cost one more round trip per candidate tried, as
+        for :meth:`acquire`. A rotate re-sent after a lost reply gets the same new lease and
+        releases nothing twice.
+        """
+        asked = batch_flows.rotate_request(
+            leased, consumer_name, duration_seconds, filters, selector
+        )
+        return self._perform(batch_flows.rotate(self.policy, leased, asked))
+
+    def acquire_many(
+        self,
+        pool_name: str,
+        k: int,
+        consumer_name: Optional[str] = None,
+        duration_seconds: float = 300,
+        filters: Optional[ProxyFilters] = None,
+        selector: Optional[SelectorStrategy] = None,
+        *,
+        all_or_nothing: bool = False,
+        distinct: bool = True,
+    ) -> list[LeasedProxy]:
+        """Lease up to ``k`` proxies of a pool in one round trip; return them in selector order.
+
+        Parameters
+        ----------
+        pool_name, consumer_name, duration_seconds, filters, selector:
+            As for :meth:`acquire`.
+        k:
+            How many leases to make (1 to 1000).
+        all_or_nothing:
+            Make ``k`` leases or none (an empty list); by default as many as there are.
+        distinct:
+            Each proxy takes at most one lease of the batch (the default). With False, a
+            proxy takes as many as it has free slots (``max_concurrency`` less its current
+            leases; all ``k`` for a proxy without a maximum), filled in selector order.
+            Either way no proxy ever holds more than ``max_concurrency`` leases.
+
+        Callbacks see one acquire event per lease made (one with no lease when none was).
+        Python predicates cost one round trip per page of candidates and per
+        compare-and-lease, as for :meth:`acquire`.
+
+        """
+        asked = batch_flows.many_request(
+            pool_name,
+            k,
+            consumer_name,
+            duration_seconds,
+            filters,
+            selector,
+            all_or_nothing,
+            distinct,
+        )
+        return self._perform(batch_flows.acquire_many(self.policy, asked))
+
+    def release_many(self, leases: Iterable[Union[Lease, LeasedProxy]]) -> None:
+        """Release leases (or LeasedProxies) in one round trip, one script call per pool.
+
+        Each is released as :meth:`release_proxy` releases one: idempotent, an overrun logged
+        and marked lost, one release event per lease.
+        """
+        self._perform(batch_flows.release_many(self.policy, list(leases)))
 
     # ------------------------------------------------------------------ context managers
 

@@ -257,3 +257,88 @@ def unregister_reply(raw: Sequence[Any]) -> bool:
 def due_reply(raw: Sequence[Any]) -> list[tuple[str, Any]]:
     """Parse ``due.lua``: the (pool id, claim) pairs handed out to the caller."""
     return [(text(raw[i]), raw[i + 1]) for i in range(0, len(raw), 2)]
+
+
+# ---------------------------------------------------------------------- rotate and batches
+
+
+class RotateReply(NamedTuple):
+    """``rotate.lua``: the release of the held lease, and the acquire after it.
+
+    Attributes
+    ----------
+    released:
+        The release as ``release.lua`` answers it; None when nothing was done (``schedule``,
+        ``nopool``, ``stale``).
+    acquired:
+        The acquire as ``acquire.lua`` answers it (``ok``, ``exists``, ``scan``...).
+
+    """
+
+    released: Optional[ReleaseReply]
+    acquired: AcquireReply
+
+
+def rotate_reply(raw: Sequence[Any]) -> RotateReply:
+    """Parse a reply of ``rotate.lua``."""
+    code, name, counters, *f = raw
+    if text(code) not in ("ok", "exists", "scan"):
+        return RotateReply(None, acquire_reply(raw))
+    released_code, released, *rest = f
+    head = (text(released_code), None if name is None else text(name), counters, released)
+    return RotateReply(ReleaseReply(*head), acquire_reply([code, name, counters, *rest]))
+
+
+class ManyReply(NamedTuple):
+    """``acquire_many.lua``: the leases made (``ok``/``exists``) or candidates (``scan``).
+
+    Attributes
+    ----------
+    covered:
+        As in :class:`AcquireReply`.
+    next_offset:
+        Where a ``scan`` continues (-1 when the order is exhausted).
+    leases:
+        Each lease made as (lease record, the leased proxy as a candidate).
+    found:
+        The candidates of a ``scan``.
+
+    """
+
+    code: str
+    pool_name: Optional[str]
+    counters: Optional[Counters]
+    covered: bool = False
+    next_offset: int = -1
+    leases: Sequence[tuple[Any, Candidate]] = ()
+    found: Sequence[Candidate] = ()
+
+
+def many_reply(raw: Sequence[Any]) -> ManyReply:
+    """Parse a reply of ``acquire_many.lua``."""
+    head = pool_reply(raw)
+    if head.code not in ("ok", "exists", "scan"):
+        return ManyReply(head.code, head.pool_name, head.counters)
+    covered, next_offset, made, *flat = head.fields
+    made = int(made)
+    width = CANDIDATE_WIDTH
+    leases = [
+        (flat[i], Candidate(flat[i + 1], True, flat[i + 2], flat[i + 3], flat[i + 4]))
+        for i in range(0, made * width, width)
+    ]
+    return ManyReply(
+        head.code,
+        head.pool_name,
+        head.counters,
+        covered == 1,
+        int(next_offset),
+        leases,
+        candidates(flat[made * width :]),
+    )
+
+
+def release_many_reply(raw: Sequence[Any]) -> tuple[PoolReply, list[tuple[str, Any]]]:
+    """Parse ``release_many.lua``: its head and (release code, lease record) per lease."""
+    head = pool_reply(raw)
+    flat = head.fields
+    return head, [(text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]

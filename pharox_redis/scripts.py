@@ -2,10 +2,10 @@
 
 Every script starts with ``lua/_common.lua`` (clock and integer helpers). A pool script then
 gets one line binding the pool's keys to locals named after :class:`~pharox_redis.keys.PoolKeys`
-(their one definition), ``lua/_pool.lua``, and for the two that walk a selector's order
-(``find`` and ``acquire``) ``lua/_select.lua``, before its own body. Sources are read once per
-process; each executor registers them with its own client, so no script state lives in a
-class or a module global.
+(their one definition), ``lua/_pool.lua``, and for those that walk a selector's order
+(``find``, ``acquire``, ``rotate`` and ``acquire_many``) ``lua/_select.lua``, before its own
+body. Sources are read once per process; each executor registers them with its own client,
+so no script state lives in a class or a module global.
 
 All of them also make one function library (:func:`library`, ``FUNCTION LOAD`` then
 ``FCALL``, Redis 7+ and Valkey): the prelude once, then each script's body as a function.
@@ -27,11 +27,12 @@ from pathlib import Path
 
 from .keys import PoolKeys
 
-SELECT_SCRIPTS = ("find", "acquire")
+SELECT_SCRIPTS = ("find", "acquire", "rotate", "acquire_many")
 POOL_SCRIPTS = (
     *SELECT_SCRIPTS,
     "lease",
     "release",
+    "release_many",
     "reclaim",
     "renew",
     "save_proxies",

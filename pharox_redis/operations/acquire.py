@@ -77,9 +77,10 @@ def _acquire_in(
     filter_json: bytes,
     consumer_id: UUID,
     duration_us: int,
+    offset: int = 0,
 ) -> Op[Union[Acquired, Stale]]:
+    """Acquire in a pool, walking its selector order from ``offset`` (rotate goes on there)."""
     pk = ctx.keys.pool(pool_id)
-    offset = 0
     while True:
         schedule = pool_id not in ctx.covered
         args = (

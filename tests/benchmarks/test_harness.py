@@ -31,6 +31,8 @@ from benchmarks.targets import (
     evaluate,
     floor_fraction,
 )
+from benchmarks.worker_side import KIND_NAMES
+from pharox_redis import RedisProxyManager
 
 from ..helpers import IN_CI
 
@@ -45,7 +47,7 @@ def all_met() -> Measured:
     """Numbers that meet every target, each with some margin."""
     return Measured(
         floor_evalsha={1: 20_000.0, 4: 40_000.0},
-        fast_cycles={1: 7_000.0, 4: 14_000.0},  # 0.70 of both floors
+        fast_cycles={1: 9_000.0, 4: 14_000.0},  # 0.90 and 0.70 of the floors
         fast_exceptions={1: 0, 4: 0},
         fast_overlap_excess={1: 0, 4: 0},
         leasing={
@@ -55,11 +57,18 @@ def all_met() -> Measured:
             POSTGRES: per_selector(100.0),
         },
         stock_round_trips=4.0,
-        scale_p50={100: 200e-6, 10_000: 210e-6, 100_000: 250e-6},
-        bytes_per_proxy=900.0,
+        scale_p50={100: 200e-6, 100_000: 210e-6, 1_000_000: 250e-6},
+        bytes_per_proxy=600.0,
+        import_rate=60_000.0,
+        largest_pool=1_000_000,
         churn_cycles=100_000,
         churn_before=100e6,
         churn_after=105e6,
+        rotate_leases={1: 14_000.0},  # 1.4 x the floor's 10,000 cycles/s
+        batch_leases={1: 50_000.0},  # 5.6 x 9,000 cycles/s
+        calls_per_cycle=per_selector(18.0),
+        redis_us_per_cycle=per_selector(50.0),
+        baseline_us_per_cycle=per_selector(110.0),
     )
 
 
@@ -69,28 +78,51 @@ def by_name(verdicts: list[Verdict]) -> dict[str, Verdict]:
 
 def test_every_target_met() -> None:
     verdicts = evaluate(all_met())
-    assert [v.name for v in verdicts] == ["T1", "T2", "T3", "T4", "T5", "T6"]
+    assert [v.name for v in verdicts] == ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"]
     assert all(v.status == MET for v in verdicts), verdicts
     v = by_name(verdicts)
-    assert v["T1"].measured == "0.70 x floor"
-    assert v["T2"].measured == "3.00 x InMemory, 90.0 x Postgres"
+    assert v["T1"].measured == "0.90 x floor"
+    assert v["T2"].measured == "3.00 x InMemory (worst selector)"
+    assert "90.0 x PostgresStorage" in v["T2"].detail
     assert v["T4"].measured == "1.25 x"
+    assert v["T5"].measured == "600 bytes/proxy, after/before 1.050, 60,000 proxies/s"
     assert v["T6"].measured == "4 round trips, 2.17 x InMemory"
+    assert v["T7"].measured == "rotate 1.40 x floor, batch 5.56 x cycles"
+    assert v["T8"].measured == "18.0 calls, 0.45 x time before"
 
 
 def test_each_target_can_fail() -> None:
     m = all_met()
-    m.fast_cycles = {1: 5_000.0, 4: 14_000.0}  # T1: 0.50 x floor
+    m.fast_cycles = {1: 7_000.0, 4: 14_000.0}  # T1: 0.70 x floor
     m.fast_exceptions[4] = 1  # T3: one exception is enough
-    m.leasing[POSTGRES] = per_selector(200.0)  # T2: only 45 x Postgres
-    m.scale_p50[100_000] = 300e-6  # T4: 1.5 x
+    m.leasing[IN_MEMORY]["lowest_latency"] = 3_100.0  # T2: one selector below 3 x
+    m.scale_p50[1_000_000] = 300e-6  # T4: 1.5 x
     m.churn_after = 111e6  # T5: 11% growth
     m.stock_round_trips = 5.0  # T6
+    m.rotate_leases[1] = 12_000.0  # T7: rotate 1.2 x the floor's cycle rate
+    m.calls_per_cycle["least_used"] = 21.0  # T8: one selector above 20 calls
     v = by_name(evaluate(m))
     assert {name: verdict.status for name, verdict in v.items()} == dict.fromkeys(v, NOT_MET)
-    assert v["T1"].measured == "0.50 x floor"
-    assert "45.0 x Postgres" in v["T2"].measured
+    assert v["T1"].measured == "0.70 x floor"
+    assert v["T2"].measured == "2.90 x InMemory (worst selector)"
+    assert "worst selector lowest_latency" in v["T2"].detail
     assert v["T3"].measured.endswith("1 exceptions, 0 overlaps")
+    assert v["T7"].measured.startswith("rotate 1.20 x floor")
+    assert v["T8"].measured.startswith("21.0 calls") and "least_used" in v["T8"].detail
+
+
+def test_t5_t7_t8_fail_on_each_part() -> None:
+    for change in (
+        {"import_rate": 49_000.0},
+        {"bytes_per_proxy": 641.0},
+        {"batch_leases": {1: 40_000.0}},
+        {"redis_us_per_cycle": {**per_selector(50.0), "round_robin": 60.0}},
+    ):
+        m = all_met()
+        for name, value in change.items():
+            setattr(m, name, value)
+        failed = [v.name for v in evaluate(m) if v.status != MET]
+        assert len(failed) == 1, (change, failed)
 
 
 def test_overlaps_and_memory_per_proxy_fail_on_their_own() -> None:
@@ -107,12 +139,17 @@ def test_missing_inputs_are_not_measured_never_met() -> None:
     verdicts = evaluate(Measured())
     assert all(v.status == NOT_MEASURED for v in verdicts), verdicts
     m = all_met()
-    del m.leasing[POSTGRES]  # Postgres unreachable
+    del m.leasing[POSTGRES]  # Postgres unreachable: T2 no longer needs it
+    del m.leasing[IN_MEMORY]["round_robin"]  # a selector that did not run
     del m.fast_cycles[4]  # --processes 1,2
+    m.unavailable["rotate"] = "RedisProxyManager.rotate: not available in this build"
+    m.baseline_us_per_cycle = {}  # --baseline-ref none
     v = by_name(evaluate(m))
-    assert v["T2"].status == NOT_MEASURED and "PostgresStorage" in v["T2"].detail
+    assert v["T2"].status == NOT_MEASURED and "round_robin" in v["T2"].detail
     assert v["T3"].status == NOT_MEASURED
     assert v["T6"].status == MET
+    assert v["T7"].status == NOT_MEASURED and "not available in this build" in v["T7"].detail
+    assert v["T8"].status == NOT_MEASURED and v["T8"].measured.startswith("18.0 calls")
 
 
 def test_ratios_compare_selectors_both_ran() -> None:
@@ -120,7 +157,7 @@ def test_ratios_compare_selectors_both_ran() -> None:
     m.leasing[POSTGRES] = {"first_available": 100.0, "least_used": 150.0}
     v = by_name(evaluate(m))
     expected = geometric_mean([90.0, 60.0])
-    assert v["T2"].measured.endswith(f"{expected:.1f} x Postgres")
+    assert v["T2"].detail.endswith(f"{expected:.1f} x PostgresStorage")
 
 
 def test_floor_fraction_counts_two_round_trips_per_cycle() -> None:
@@ -157,7 +194,8 @@ def test_settings_quick_and_full_defaults() -> None:
     full = parse_settings([])
     assert full.processes == (1, 2, 4, 8)
     assert full.iterations == 2000 and full.pool_size == 32
-    assert full.scale_sizes == (100, 10_000, 100_000) and full.churn_cycles == 100_000
+    assert full.scale_sizes == (100, 10_000, 100_000, 1_000_000)
+    assert full.churn_cycles == 100_000
     assert full.postgres_dsn == DEFAULT_POSTGRES_DSN and full.redis_url is None
     quick = parse_settings(["--quick", "--only", "scale,backends", "--postgres-dsn", "none"])
     assert quick.sections == ("backends", "scale") and quick.postgres_dsn is None
@@ -192,11 +230,12 @@ def test_quick_run_writes_report_and_plot(
     report = out.read_text()
 
     headings = ["## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5.", "## 6."]
-    headings.append("## 7. Scale-out on Redis Cluster")
+    headings += ["## 7. Scale-out on Redis Cluster", "## 8. Redis work and CPU per cycle"]
+    headings.append("## 9. Rotate and batch leasing")
     for heading in headings:
         assert heading in report
     assert "python -m benchmarks --quick --seconds 0.2" in report
-    for name in ("T1", "T2", "T3", "T4", "T5", "T6"):
+    for name in ("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"):
         row = re.search(rf"^\| {name} \|.*\*\*(met|not met|not measured)\*\* \|", report, re.M)
         assert row, f"no verdict row for {name}"
         assert re.search(rf"^  {name} (MET|NOT MET|NOT MEASURED)", printed, re.M)
@@ -209,6 +248,15 @@ def test_quick_run_writes_report_and_plot(
     assert "| equality: country=AR |" in report and "| Python predicate" in report
     assert re.search(r"^\| 1 \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$", report, re.M)  # scale-out
     assert "one pool can serve at most about" in report
+    for selector in SELECTORS:  # section 8: redis.calls and Redis time per cycle
+        assert re.search(rf"^\| acquire\+release, {selector} \| \d+\.\d \| ", report, re.M)
+    assert re.search(r"^\| before issue 12 \(\w+\), round_robin \| \d+\.\d \| ", report, re.M)
+    assert re.search(r"^\| [12] \| RedisProxyManager \| [\d,]+ \| cycle \| \d", report, re.M)
+    for kind, method in (("rotate", "rotate"), ("batch", "acquire_many")):
+        if hasattr(RedisProxyManager, method):  # section 9 ran it, audited
+            assert re.search(rf"^\| [12] \| {re.escape(KIND_NAMES[kind])} \|", report, re.M)
+        else:
+            assert f"- `{kind}`: RedisProxyManager.{method}" in report
 
     if IN_CI:  # CI installs the bench extra and has PostgreSQL: nothing may be skipped
         assert postgres.probe(DEFAULT_POSTGRES_DSN)[0] is not None

@@ -65,6 +65,7 @@ def drive_pipelined(storage: RedisStorage, ops: Sequence[Op[Any]]) -> list[Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 100,000 cycles: about 40 s here, over 180 s with the CPUs busy
 def test_memory_stays_flat_over_100k_cycles(opened: list[RedisStorage]) -> None:
     """100,000 acquire/release cycles with a 1 s retention; memory does not grow.
 

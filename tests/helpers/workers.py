@@ -212,3 +212,99 @@ def victim(
             break
         time.sleep(0.001)
     time.sleep(START_TIMEOUT)  # the parent kills us long before this ends
+
+
+def batch_worker(
+    kind: str,
+    index: int,
+    url: str,
+    prefix: str,
+    pool_name: str,
+    seconds: float,
+    *,
+    barrier: Any,
+    results: Any,
+    lease_seconds: float = 30.0,
+    retention: float = 3600.0,
+) -> None:
+    """Lease with ``rotate`` or ``acquire_many`` in a loop for ``seconds``; report as above.
+
+    ``rotate``: hold one lease and rotate it on every turn (acquire afresh after a miss),
+    releasing the last one at the end. ``many``: ``acquire_many`` of 1 to 3 leases, distinct
+    or not, all-or-nothing every third turn, then ``release_many``. Both cycle through the
+    selectors and take the Python-predicate path every fourth turn. ``granted`` counts
+    leases, ``none`` the turns that got none.
+    """
+    out: dict[str, Any] = {
+        "kind": kind,
+        "worker": index,
+        "attempts": 0,
+        "granted": 0,
+        "none": 0,
+        "errors": Counter(),
+        "messages": {},
+        "leases": [],
+        "selectors": Counter(),
+    }
+    storage = None
+    try:
+        storage = RedisStorage.from_url(url, prefix=prefix, lease_retention_seconds=retention)
+        manager = RedisProxyManager(storage)
+        anything = ProxyFilters(predicate=functools.partial(not_on_port, 0))
+        rng = random.Random(index)
+        current: Optional[LeasedProxy] = None
+        barrier.wait(timeout=START_TIMEOUT)
+        deadline = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < deadline:
+            selector = SELECTORS[(index + n) % len(SELECTORS)]
+            filters = anything if n % 4 == 3 else None
+            n += 1
+            out["attempts"] += 1
+            out["selectors"][selector.value] += 1
+            kwargs: dict[str, Any] = {
+                "consumer_name": f"{kind}-{index}",
+                "duration_seconds": lease_seconds,
+                "filters": filters,
+                "selector": selector,
+            }
+            try:
+                if kind == "rotate":
+                    if current is None:
+                        current = manager.acquire(pool_name, **kwargs)
+                    else:
+                        current = manager.rotate(current, **kwargs)
+                    got = [] if current is None else [current]
+                else:
+                    got = manager.acquire_many(
+                        pool_name,
+                        1 + n % 3,
+                        **kwargs,
+                        distinct=n % 2 == 0,
+                        all_or_nothing=n % 3 == 0,
+                    )
+            except Exception as exc:  # counted and reported, never fatal
+                name = type(exc).__name__
+                out["errors"][name] += 1
+                out["messages"].setdefault(name, repr(exc)[:300])
+                current = None
+                continue
+            for leased in got:
+                _check_leased(leased)
+                out["leases"].append((str(leased.lease.id), str(leased.proxy.id)))
+            out["granted"] += len(got)
+            out["none"] += not got
+            time.sleep(rng.uniform(0, MAX_HOLD_SECONDS))
+            if kind == "many" and got:
+                manager.release_many(got)
+        if current is not None:
+            manager.release_proxy(current)
+    except BaseException as exc:  # report rather than hang the parent
+        out["errors"]["setup:" + type(exc).__name__] += 1
+        out["messages"].setdefault("setup:" + type(exc).__name__, repr(exc)[:300])
+    finally:
+        if storage is not None:
+            storage.client.close()
+        for key in ("errors", "selectors"):
+            out[key] = dict(out[key])
+        results.put(out)

@@ -205,12 +205,13 @@ def test_a_cancellation_of_the_holder_is_never_swallowed(
 def test_keep_alive_renewals_stop_when_the_block_is_left(storage: RedisStorage) -> None:
     pool = seed_one(storage)
     manager = RedisProxyManager(storage)
-    with manager.with_proxy(pool.name, duration_seconds=0.3, keep_alive=True) as got:
+    # 1 s leases held 1.2 s: renewed at least once, with room for a busy machine.
+    with manager.with_proxy(pool.name, duration_seconds=1.0, keep_alive=True) as got:
         assert got is not None
-        time.sleep(0.5)
+        time.sleep(1.2)
         assert not got.lost
     recorder = Recorder(storage)
-    time.sleep(0.3)
+    time.sleep(0.5)  # longer than the renewal interval (a third of the lease)
     assert recorder.batches == []  # nothing renews a released lease
     lease = storage.get_lease(str(got.lease.id))
     assert lease is not None and lease.status is LeaseStatus.RELEASED

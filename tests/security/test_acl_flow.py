@@ -119,6 +119,11 @@ def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
         predicate_lease = manager.acquire_proxy("acl", "worker", 30, filters=picky)
         assert predicate_lease is not None and predicate_lease.proxy_id == free.id
         manager.renew_lease(held[0], 60)
+        rotated = manager.rotate(held.pop(), "worker", 30)  # rotate, batch leasing
+        assert rotated is not None
+        batch = manager.acquire_many("acl", 2, "worker", 30, distinct=False)
+        assert batch
+        manager.release_many([rotated, *batch])
         for leased in held:
             manager.release_proxy(leased)
         manager.release_proxy(predicate_lease)

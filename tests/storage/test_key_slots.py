@@ -50,6 +50,10 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
     assert leased is not None
     fast.renew_lease(leased, 0.05)
     assert fast.acquire(pool.name, filters=ProxyFilters(predicate=lambda p: True)) is not None
+    rotated = fast.rotate(leased, duration_seconds=0.05)
+    assert rotated is not None
+    several = fast.acquire_many(pool.name, 2, duration_seconds=0.05)
+    fast.release_many([rotated, *several])
     time.sleep(0.1)
     manager.cleanup_expired_leases()
     storage.apply_health_check_result(
@@ -85,4 +89,7 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
         "health",
         "delete_proxy",
         "unregister_pool",
+        "rotate",
+        "acquire_many",
+        "release_many",
     }
