@@ -24,7 +24,9 @@
 -- available, leased, leases} (false unless the caller asked for them: they are derived, see
 -- counters()), then the script's own fields. pharox_redis/replies.py parses each reply.
 local SET_NAMES = {'first', 'least', 'rr', 'latency'}
-local SET_KEYS = {first = K_FIRST, least = K_LEAST, rr = K_RR, latency = K_LATENCY}
+-- Each set's key; pool_named fills it on every call (in a function library this file runs
+-- once, before any call has bound the keys).
+local SET_KEYS = {}
 local SELECTOR_SETS = {first_available = 'first', least_used = 'least',
                        round_robin = 'rr', lowest_latency = 'latency'}
 local META_HEAD = {'name', 'sched', 'set:first', 'set:least', 'set:rr', 'set:latency',
@@ -96,6 +98,7 @@ end
 -- otherwise nil and the reply the script returns: 'nopool', or 'stale' with the pool's name.
 -- Reads the meta fields every script needs in the same call (SETS, USED, SCHED).
 local function pool_named(expected)
+  SET_KEYS.first, SET_KEYS.least, SET_KEYS.rr, SET_KEYS.latency = K_FIRST, K_LEAST, K_RR, K_LATENCY
   local head = redis.call('HMGET', K_META, unpack(META_HEAD))
   local name = head[1]
   if not name then

@@ -4,8 +4,10 @@ Every call says which slot it belongs to (``operations.batch.slot_key``): a pool
 carry the pool's hash tag, the registries theirs, and a keyless ``WAIT`` is routed to the
 pool it covers. :class:`ClusterExecutor` groups a batch by node and sends each part with the
 plain executor's ``send_to`` on that node's connection: still one round trip per node, an
-atomic part in one ``MULTI``/``EXEC`` on its node, and scripts loaded on the node that runs
-them (NOSCRIPT is answered per node, as on a single server, also on a promoted replica).
+atomic part in one ``MULTI``/``EXEC`` on its node, and the function library (or, without
+Functions, each script) loaded on the node that runs it: "Function not found" and NOSCRIPT
+are answered per node, as on a single server, so each master loads the library the first
+time a call runs there (its replicas get it by replication).
 
 During a failover or a slot migration a node answers ``MOVED``, ``ASK``, ``TRYAGAIN``,
 ``CLUSTERDOWN`` or ``READONLY``, or cannot be reached. The batch is then sent again after
@@ -66,8 +68,13 @@ class ClusterExecutor(Executor):
 
     """
 
-    def __init__(self, client: Any, failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
+    ) -> None:
+        super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
@@ -98,8 +105,13 @@ class AsyncClusterExecutor(AsyncExecutor):
     of one pipeline (wrapped in ``MULTI``/``EXEC`` when atomic), read back in order.
     """
 
-    def __init__(self, client: Any, failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
+    ) -> None:
+        super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
     async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
@@ -133,7 +145,11 @@ class AsyncClusterExecutor(AsyncExecutor):
         if not atomic:
             return results
         done = results[-1]  # EXEC: the replies, or why the transaction was refused
-        return list(done) if isinstance(done, list) else [done] * len(calls)
+        if isinstance(done, list):
+            return list(done)
+        # Refused as a whole (EXECABORT): a command refused when queued says why.
+        queued_errors = [r for r in results[1:-1] if isinstance(r, Exception)]
+        return [queued_errors[0] if queued_errors else done] * len(calls)
 
 
 def by_node(cluster: Any, calls: Sequence[Call], atomic: bool) -> list[tuple[Any, list[int]]]:

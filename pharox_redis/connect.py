@@ -46,6 +46,7 @@ STORAGE_OPTIONS = (
     "wait_replicas",
     "wait_timeout",
     "failover_timeout",
+    "functions",
 )
 CLUSTER_CLIENTS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 SENTINEL_POOLS = (
@@ -80,6 +81,11 @@ class StorageBase:
     failover_timeout:
         On a Redis Cluster or behind Sentinel, seconds a batch is sent again while a master
         is replaced or a slot moves (default 15; ``failover.py``).
+    functions:
+        Call the Lua scripts as Redis Functions (``FCALL`` of one library) where the server
+        has them (default True): the shared Lua code is then defined once per load, not on
+        every call. On Redis < 7, or when the ACL refuses ``FCALL`` or ``FUNCTION LOAD``,
+        the storage falls back to ``EVALSHA`` by itself; False uses ``EVALSHA`` only.
 
     """
 
@@ -98,17 +104,18 @@ class StorageBase:
         wait_replicas: int = 0,
         wait_timeout: float = 0.05,
         failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
     ) -> None:
         self.client = client
         self.context = Context(
             KeySchema(prefix), lease_retention_seconds, health_history, wait_replicas, wait_timeout
         )
         if isinstance(client, CLUSTER_CLIENTS):
-            self.executor = self.cluster_executor_class(client, failover_timeout)
+            self.executor = self.cluster_executor_class(client, failover_timeout, functions)
         elif isinstance(getattr(client, "connection_pool", None), SENTINEL_POOLS):
-            self.executor = self.sentinel_executor_class(client, failover_timeout)
+            self.executor = self.sentinel_executor_class(client, failover_timeout, functions)
         else:
-            self.executor = self.executor_class(client)
+            self.executor = self.executor_class(client, functions)
 
 
 @dataclass(frozen=True)

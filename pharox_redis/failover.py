@@ -84,8 +84,13 @@ class SentinelExecutor(Executor):
     batch again, on a fresh connection, until the new master answers.
     """
 
-    def __init__(self, client: Any, failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
+    ) -> None:
+        super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
@@ -96,8 +101,13 @@ class SentinelExecutor(Executor):
 class AsyncSentinelExecutor(AsyncExecutor):
     """The asyncio twin of :class:`SentinelExecutor`."""
 
-    def __init__(self, client: Any, failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        functions: bool = True,
+    ) -> None:
+        super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
     async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:

@@ -7,7 +7,12 @@ gets one line binding the pool's keys to locals named after :class:`~pharox_redi
 body. Sources are read once per process; each executor registers them with its own client,
 so no script state lives in a class or a module global.
 
-Because of what comes first, a Lua error names a line of the whole source;
+All of them also make one function library (:func:`library`, ``FUNCTION LOAD`` then
+``FCALL``, Redis 7+ and Valkey): the prelude once, then each script's body as a function.
+Executors use it where the server has Functions and fall back to the single scripts
+(``EVALSHA``) where it does not.
+
+Because of what comes first, a Lua error names a line of the whole source (or library);
 :meth:`ScriptSource.explain` turns it back into the file and line it was written at.
 """
 
@@ -38,9 +43,11 @@ POOL_SCRIPTS = (
 )
 GLOBAL_SCRIPTS = ("register_pool", "unregister_pool", "schedule", "due")
 KEY_BINDING = "keys.py (PoolKeys)"  # what the generated key line is called in error messages
+LIBRARY_LINES = "scripts.py (library)"  # what the library's generated lines are called
 
-# Where Redis (``user_script:N``) and fakeredis (``[string "<python>"]:N``) name a line.
-_LINE = re.compile(r'(?:@?user_script|\[string "<python>"\]):(\d+|\?)')
+# Where Redis names a line of a script (``user_script:N``) or of a library's function
+# (``user_function:N``), and where fakeredis names one (``[string "<python>"]:N``).
+_LINE = re.compile(r'(?:@?user_(?:script|function)|\[string "<python>"\]):(\d+|\?)')
 
 
 @dataclass(frozen=True)
@@ -98,35 +105,110 @@ def lua_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "lua"
 
 
+def key_names() -> str:
+    """Return the ``K_<FIELD>`` names of a pool's keys, comma-separated (PoolKeys order)."""
+    return ", ".join(f"K_{field.upper()}" for field in PoolKeys._fields)
+
+
 def key_binding() -> str:
     """Return the Lua line binding a pool script's KEYS to ``K_<FIELD>`` locals."""
-    names = ", ".join(f"K_{field.upper()}" for field in PoolKeys._fields)
     values = ", ".join(f"KEYS[{i}]" for i in range(1, len(PoolKeys._fields) + 1))
-    return f"local {names} = {values}\n"
+    return f"local {key_names()} = {values}\n"
+
+
+def _read(name: str) -> tuple[str, str]:
+    text = (lua_dir() / f"{name}.lua").read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        raise ValueError(f"{name}.lua must end with a newline")
+    return f"{name}.lua", text
 
 
 @lru_cache(maxsize=1)
 def sources() -> dict[str, ScriptSource]:
     """Return every script's source by name."""
-    folder = lua_dir()
-
-    def read(name: str) -> tuple[str, str]:
-        return f"{name}.lua", (folder / f"{name}.lua").read_text(encoding="utf-8")
-
     out = {}
     for name in (*POOL_SCRIPTS, *GLOBAL_SCRIPTS):
-        pieces = [read("_common")]
+        pieces = [_read("_common")]
         if name in POOL_SCRIPTS:
-            pieces += [(KEY_BINDING, key_binding()), read("_pool")]
+            pieces += [(KEY_BINDING, key_binding()), _read("_pool")]
         if name in SELECT_SCRIPTS:
-            pieces.append(read("_select"))
-        pieces.append(read(name))
-        for file, text in pieces:
-            if not text.endswith("\n"):
-                raise ValueError(f"{file} must end with a newline")
-        out[name] = ScriptSource(
-            name,
-            "".join(text for _, text in pieces),
-            tuple((file, text.count("\n")) for file, text in pieces),
-        )
+            pieces.append(_read("_select"))
+        pieces.append(_read(name))
+        out[name] = _joined(name, pieces)
     return out
+
+
+def _joined(name: str, pieces: list[tuple[str, str]]) -> ScriptSource:
+    return ScriptSource(
+        name,
+        "".join(text for _, text in pieces),
+        tuple((file, text.count("\n")) for file, text in pieces),
+    )
+
+
+@dataclass(frozen=True)
+class Library:
+    """Every script as one function library (``FUNCTION LOAD``, then ``FCALL``).
+
+    Attributes
+    ----------
+    name:
+        The library's name, ``pharox_<hash>``: the hash is of its code, so two versions of
+        this package on one server load two libraries and never replace each other's.
+    source:
+        The code sent with ``FUNCTION LOAD``; its ``explain`` maps an ``FCALL`` error.
+    functions:
+        Script name to the name of its function (``<library name>_<script>``; a server's
+        function names are global, so they carry the hash too).
+
+    """
+
+    name: str
+    source: ScriptSource
+    functions: dict[str, str]
+
+
+@lru_cache(maxsize=1)
+def library() -> Library:
+    """Return every script as one function library.
+
+    The shared prelude (``_common.lua``, ``_pool.lua``, ``_select.lua``) is defined once,
+    when the library is loaded, instead of on every call as with ``EVALSHA``. The pool keys
+    ``K_<FIELD>`` are locals of the library that a pool script's function sets from its
+    KEYS before its body runs (Redis runs one function at a time), so the prelude's
+    helpers see the keys of the call in progress; a prelude file must therefore read them
+    inside its functions only, never while the library loads. Each script's body becomes
+    the body of a function whose parameters are named ``KEYS`` and ``ARGV``, so it runs
+    unchanged.
+    """
+    hashed = _library_pieces("pharox_")
+    digest = sha1(_joined("", hashed).text.encode(), usedforsecurity=False).hexdigest()
+    name = f"pharox_{digest[:16]}"
+    functions = {script: f"{name}_{script}" for script in (*POOL_SCRIPTS, *GLOBAL_SCRIPTS)}
+    return Library(name, _joined(name, _library_pieces(name)), functions)
+
+
+def prelude() -> list[str]:
+    """Return the shared files (``_*.lua``) the scripts are built with, in their order.
+
+    In a library each comes once, before every script's function.
+    """
+    files = (file for source in sources().values() for file, _ in source.parts)
+    return [file[: -len(".lua")] for file in dict.fromkeys(files) if file.startswith("_")]
+
+
+def _library_pieces(name: str) -> list[tuple[str, str]]:
+    bind = f"{key_names()} = " + ", ".join(
+        f"KEYS[{i}]" for i in range(1, len(PoolKeys._fields) + 1)
+    )
+    pieces = [
+        (LIBRARY_LINES, f"#!lua name={name}\n"),
+        (KEY_BINDING, f"local {key_names()}\n"),
+        *(_read(part) for part in prelude()),
+    ]
+    for script in (*POOL_SCRIPTS, *GLOBAL_SCRIPTS):
+        head = f"redis.register_function('{name}_{script}', function(KEYS, ARGV)"
+        if script in POOL_SCRIPTS:
+            head += f" {bind}"
+        pieces += [(LIBRARY_LINES, head + "\n"), _read(script), (LIBRARY_LINES, "end)\n")]
+    return pieces

@@ -3,8 +3,10 @@
 On a loopback cluster of 3 masters with a replica each (``tests/helpers/topologies.py``):
 pools and tenants' registries land on different masters; the audit and ``pharox-redis
 verify`` see every master; cleanup reclaims every pool; ``WAIT`` counts the replicas of the
-pool's own master; the 0.1.0 registries move to their new slots. The contract suite and the
-manager tests run on the cluster too (``DEPLOYMENTS`` in ``tests/conftest.py``).
+pool's own master; the 0.1.0 registries move to their new slots; the function library is
+loaded on each master the first time a call runs there, and reaches its replica by
+replication. The contract suite and the manager tests run on the cluster too
+(``DEPLOYMENTS`` in ``tests/conftest.py``).
 
 The failover test kills a master while a fleet leases and measures how long leasing in its
 pools stopped, and how many proxies were held twice after the promotion, with and without
@@ -13,6 +15,7 @@ pools stopped, and how many proxies were held twice after the promotion, with an
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -23,9 +26,15 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from pharox_redis import RedisProxyManager, RedisStorage
+from pharox_redis import (
+    AsyncRedisProxyManager,
+    AsyncRedisStorage,
+    RedisProxyManager,
+    RedisStorage,
+)
 from pharox_redis.keys import KeySchema
 from pharox_redis.operations.batch import slot_key
+from pharox_redis.scripts import library
 
 from ..helpers import make_pool, make_proxy
 from ..helpers.failover import Fleet
@@ -82,6 +91,58 @@ def test_a_warm_acquire_touches_only_its_pools_node(
         key_slot(cluster_storage.context.keys.pool(pool.id).meta.encode())
     }
     assert redis_cluster.master_of(cluster_storage.context.keys.pool(pool.id).meta) == node
+
+
+def holds_library(cluster: Cluster, port: int) -> bool:
+    with cluster.client(port) as client:
+        return bool(client.function_list(library=library().name))
+
+
+def test_the_library_is_loaded_on_each_master_and_replicated(
+    redis_cluster: Cluster, prefix: str
+) -> None:
+    """After FUNCTION FLUSH on every node, leasing in pools on every master, sync and async,
+    loads the library once per master ("Function not found", then MULTI; FUNCTION LOAD;
+    FCALL; EXEC on that node), and each replica gets it from its master."""
+    for server in redis_cluster.servers:
+        with redis_cluster.client(server.port) as client:
+            if client.info("replication")["role"] == "master":
+                client.function_flush()
+            client.config_resetstat()
+    storage = RedisStorage.from_url(redis_cluster.url, prefix=prefix)
+    astorage = AsyncRedisStorage.from_url(redis_cluster.url, prefix=prefix)
+    try:
+        pools = [make_pool(storage, f"fn-{n}") for n in range(12)]
+        metas = [storage.context.keys.pool(p.id).meta for p in pools]
+        assert len(masters_holding(redis_cluster, metas)) == 3
+        manager = RedisProxyManager(storage)
+        for pool in pools:
+            storage.save_proxy(make_proxy(pool, max_concurrency=1))
+            leased = manager.acquire(pool.name, duration_seconds=60)
+            assert leased is not None
+            manager.release_proxy(leased)
+
+        async def lease_all() -> None:
+            amanager = AsyncRedisProxyManager(astorage)
+            for pool in pools:
+                leased = await amanager.acquire(pool.name, duration_seconds=60)
+                assert leased is not None
+                await amanager.release_proxy(leased)
+            await astorage.aclose()
+
+        asyncio.run(lease_all())
+        assert storage.executor.library is not None and astorage.executor.library is not None
+        assert all(holds_library(redis_cluster, s.port) for s in redis_cluster.servers)
+        for server in redis_cluster.servers:
+            with redis_cluster.client(server.port) as client:
+                stats = client.info("commandstats")
+                if client.info("replication")["role"] == "master":
+                    assert stats["cmdstat_fcall"]["calls"] > 0
+                    assert "cmdstat_evalsha" not in stats
+                    # Loaded once by each storage that met "Function not found" there.
+                    assert 1 <= stats["cmdstat_function|load"]["calls"] <= 2
+    finally:
+        storage.client.close()
 
 
 def test_the_audit_and_verify_see_every_master(

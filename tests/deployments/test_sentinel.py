@@ -2,7 +2,8 @@
 
 On a loopback master with replicas and 3 sentinels (``tests/helpers/topologies.py``):
 ``from_url("redis+sentinel://...")`` finds the master and, after a failover, the new one;
-scripts are loaded again on the promoted replica. The failover test kills the master while
+the promoted replica already holds the function library (it came by replication). The
+failover test kills the master while
 a fleet leases; the first replica replicates through a relay stalled a second before, so it
 lacks that second of acknowledged leases, as a lagging replica would. Without
 ``wait_replicas`` the promoted replica may hand out proxies whose leases it never received;
@@ -15,8 +16,10 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from pharox_redis import RedisProxyManager, RedisStorage
+from pharox_redis.scripts import library
 
 from ..helpers import make_pool, make_proxy
 from ..helpers.failover import Fleet
@@ -76,4 +79,6 @@ def test_a_failover_loses_no_acknowledged_lease_with_wait_replicas(
         assert stopped < 8.0  # Sentinel promoted a replica and the clients found it
         if wait_replicas:
             assert report.overleased() == {}
+        with redis.Redis(port=group.master_port()) as promoted:  # it came by replication
+            assert promoted.function_list(library=library().name)
         setup.client.close()

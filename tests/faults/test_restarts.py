@@ -1,8 +1,9 @@
 """Redis restarted mid-run, with and without persistence.
 
 With AOF (``appendfsync always``) and SIGKILL: clients from ``RedisStorage.from_url``
-reconnect by themselves (redis-py's ``Retry``), reload the scripts the new server does not
-know (the NOSCRIPT path), grant no proxy twice, and every lease granted before the restart
+reconnect by themselves (redis-py's ``Retry``), find the function library in the AOF (a
+library is persisted like data; scripts loaded for ``EVALSHA`` are not, and are loaded again
+through the NOSCRIPT path), grant no proxy twice, and every lease granted before the restart
 is still there after it. Without persistence the pool is gone, and the client says so in
 pharox's terms (``None`` from an acquire, as for any unknown pool, ``PoolNotFoundError``,
 ``LeaseLostError``), never with a raw Redis error. Each test ends with a clean audit.
@@ -48,9 +49,10 @@ RETRY_WINDOW = 0.9
 def test_restart_with_aof_loses_nothing_and_clients_reconnect(opened: list[RedisStorage]) -> None:
     """SIGKILL Redis mid-run and start it again on its AOF (``appendfsync always``).
 
-    The leasing threads' clients reconnect by themselves, reload the scripts (NOSCRIPT)
-    and are granted leases again; no proxy was ever held twice; every lease granted
-    before the restart, whether released or still held, is still stored after it.
+    The leasing threads' clients reconnect by themselves, call the library the AOF brought
+    back (no "Function not found", no load) and are granted leases again; no proxy was
+    ever held twice; every lease granted before the restart, whether released or still
+    held, is still stored after it.
     """
     started = time.monotonic()
     with RedisServer(tcp=True, appendonly=True) as server:
@@ -78,8 +80,8 @@ def test_restart_with_aof_loses_nothing_and_clients_reconnect(opened: list[Redis
         finally:
             stop.set()
             join_all(threads)
-        reloads = cmdstat(direct, "script|load").get("calls", 0)
-        evalsha = cmdstat(direct, "evalsha")
+        reloads = cmdstat(direct, "function|load").get("calls", 0)
+        fcall = cmdstat(direct, "fcall")
 
         for r in reports:  # a release that failed leaves its lease to expire: release it now
             for lease in r.unreleased:
@@ -96,7 +98,7 @@ def test_restart_with_aof_loses_nothing_and_clients_reconnect(opened: list[Redis
             f"\nrestart: granted={len(granted)} ({before} before the restart) "
             f"after per thread={after} none={sum(r.none for r in reports)} "
             f"errors={dict(errors)} restart took {restart_seconds:.3f}s "
-            f"script loads={reloads} evalsha={evalsha} peak per proxy={sorted(peaks.values())} "
+            f"library loads={reloads} fcall={fcall} peak per proxy={sorted(peaks.values())} "
             f"elapsed={time.monotonic() - started:.1f}s"
         )
 
@@ -105,7 +107,8 @@ def test_restart_with_aof_loses_nothing_and_clients_reconnect(opened: list[Redis
         else:  # a restart slower than the retry window may fail calls, only as outages
             assert set(errors) <= {"RedisStorageError(ConnectionError)"}, errors
         assert before > 0 and all(n > 0 for n in after), (before, after)
-        assert reloads >= 1, "no client reloaded the scripts after the restart"
+        # The library came back with the AOF: every call found it (commandstats restart at 0).
+        assert reloads == 0 and fcall["calls"] > 0 and fcall.get("failed_calls", 0) == 0, fcall
         assert granted <= set(leases), f"granted but lost: {sorted(granted - set(leases))[:3]}"
         assert set(leases) - granted - failed == {str(x.id) for x in held_leases}
         assert all(peak <= 1 for peak in peaks.values()), peaks
@@ -132,8 +135,9 @@ def test_restart_without_persistence_loses_the_pool_with_pharox_errors(
 
     An acquire returns None (pharox's answer for an unknown pool), pool and proxy reads
     raise ``PoolNotFoundError`` / ``ProxyNotFoundError``, renewing a lease held before
-    raises ``LeaseLostError`` and releasing it is a no-op: never a raw Redis error. Saving
-    the pool again brings leasing back.
+    raises ``LeaseLostError`` and releasing it is a no-op: never a raw Redis error. The
+    library is gone too: the first call loads it again. Saving the pool again brings leasing
+    back.
     """
     with RedisServer(tcp=True) as server:
         storage = connect(server.url, opened)
@@ -144,8 +148,11 @@ def test_restart_without_persistence_loses_the_pool_with_pharox_errors(
         assert lease is not None
 
         server.restart(kill=True)
+        assert storage.client.function_list() == []
 
         assert manager.acquire_proxy(pool.name, "w", 60) is None
+        assert cmdstat(storage, "function|load")["calls"] == 1
+        assert cmdstat(storage, "fcall")["failed_calls"] == 1  # "Function not found", once
         assert (
             manager.acquire_proxy_with_retry(pool.name, "w", 60, max_attempts=2, backoff_seconds=0)
             is None

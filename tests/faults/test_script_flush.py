@@ -1,8 +1,10 @@
-"""``SCRIPT FLUSH``, again and again, from another client while threads and tasks lease.
+"""``FUNCTION FLUSH`` and ``SCRIPT FLUSH``, again and again, while threads and tasks lease.
 
 Sync threads and asyncio tasks acquire and release while a third client flushes the
-scripts every 20 ms or every 2 ms: every script call that meets NOSCRIPT reloads and is
-re-sent, no acquire or release fails, nothing is granted twice, and the audit is clean.
+library (storages calling ``FCALL``) or the scripts (storages told ``functions=False``, as
+on Redis < 7) every 20 ms or every 2 ms: every script call that meets "Function not found"
+or NOSCRIPT reloads and is re-sent, no acquire or release fails, nothing is granted twice,
+and the audit is clean.
 """
 
 from __future__ import annotations
@@ -78,18 +80,23 @@ async def async_lease_loop(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pause", [0.02, 0.002], ids=["every-20ms", "every-2ms"])
-def test_script_flush_mid_run_fails_no_acquire(pause: float, opened: list[RedisStorage]) -> None:
-    """``SCRIPT FLUSH`` again and again while sync threads and asyncio tasks lease.
+@pytest.mark.parametrize("functions", [True, False], ids=["function-flush", "script-flush"])
+def test_flush_mid_run_fails_no_acquire(
+    pause: float, functions: bool, opened: list[RedisStorage]
+) -> None:
+    """``FUNCTION FLUSH`` (``SCRIPT FLUSH``) again and again while threads and tasks lease.
 
     One thread leases through a Python predicate (the compare-and-lease script), the
-    others through the one-call acquire. Every NOSCRIPT is answered by reloading the
-    scripts and sending the batch again; nothing fails, nothing is granted twice. Every
-    2 ms, a flush often lands between a reload and the re-send: a client must still get
-    its script run.
+    others through the one-call acquire. Every "Function not found" (NOSCRIPT) is answered
+    by loading the library (the script) and sending the batch again; nothing fails,
+    nothing is granted twice. Every 2 ms, a flush often lands between a reload and the
+    re-send, and several clients load the library at once (all but one are told it
+    exists): a client must still get its script run.
     """
     started = time.monotonic()
+    load, call = ("function|load", "fcall") if functions else ("script|load", "evalsha")
     with RedisServer() as server:
-        direct = connect(server.url, opened)
+        direct = connect(server.url, opened, functions=functions)
         pool = seed_pool(direct, FLUSH_PROXIES, max_concurrency=1)
         flusher = redis.Redis.from_url(server.url)
         stop = threading.Event()
@@ -98,16 +105,22 @@ def test_script_flush_mid_run_fails_no_acquire(pause: float, opened: list[RedisS
         def flush() -> None:
             nonlocal flushes
             while not stop.is_set():
-                flusher.script_flush()
+                if functions:
+                    flusher.function_flush()
+                else:
+                    flusher.script_flush()
                 flushes += 1
                 time.sleep(pause)
 
         sync_reports = [LoopReport(f"sync-{i}") for i in range(3)]
         async_reports = [LoopReport(f"async-{i}") for i in range(2)]
-        managers = [RedisProxyManager(connect(server.url, opened)) for _ in sync_reports]
+        managers = [
+            RedisProxyManager(connect(server.url, opened, functions=functions))
+            for _ in sync_reports
+        ]
         filters = [None, None, ProxyFilters(predicate=odd_port)]
         async_storage = AsyncRedisStorage.from_url(
-            server.url, prefix="faults", lease_retention_seconds=RETENTION
+            server.url, prefix="faults", lease_retention_seconds=RETENTION, functions=functions
         )
         threads = run_threads(
             [
@@ -127,15 +140,16 @@ def test_script_flush_mid_run_fails_no_acquire(pause: float, opened: list[RedisS
             flusher.close()
 
         reports = sync_reports + async_reports
-        loads = cmdstat(direct, "script|load").get("calls", 0)
-        noscript = cmdstat(direct, "evalsha").get("failed_calls", 0)  # NOSCRIPT answers
+        loads = cmdstat(direct, load).get("calls", 0)
+        lost = cmdstat(direct, call).get("failed_calls", 0)  # "Function not found", NOSCRIPT
+        other = cmdstat(direct, "evalsha" if functions else "fcall").get("calls", 0)
         leases = {str(x.id): x for x in direct.list_leases()}
         granted = [lid for r in reports for lid, _ in r.granted]
         errors = all_errors(reports)
         peaks = peak_per_proxy(leases.values())
         print(
-            f"\nscript flush every {pause * 1000:.0f} ms: flushes={flushes} NOSCRIPT={noscript} "
-            f"script loads={loads} granted={[len(r.granted) for r in reports]} "
+            f"\n{load.partition('|')[0]} flush every {pause * 1000:.0f} ms: flushes={flushes} "
+            f"lost={lost} loads={loads} granted={[len(r.granted) for r in reports]} "
             f"none={sum(r.none for r in reports)} errors={dict(errors)} "
             f"peak per proxy={sorted(peaks.values())} elapsed={time.monotonic() - started:.1f}s"
         )
@@ -144,7 +158,8 @@ def test_script_flush_mid_run_fails_no_acquire(pause: float, opened: list[RedisS
                 managers[0].release_proxy(lease)
 
         assert not errors, [(r.name, r.messages) for r in reports if r.messages]
-        assert flushes > 30 and loads > 20, (flushes, loads)  # the NOSCRIPT path was taken
+        assert flushes > 30 and loads > 20, (flushes, loads)  # the reload path was taken
+        assert lost > 20 and other == 0, (lost, other)  # no client changed its way of calling
         assert all(len(r.granted) > 10 for r in reports), [len(r.granted) for r in reports]
         ports = {str(p.id): p.port for p in direct.list_proxies(str(pool.id))}
         assert all(ports[pid] % 2 == 1 for _, pid in sync_reports[2].granted)

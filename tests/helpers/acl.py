@@ -20,10 +20,15 @@ LUA_DIR = ROOT / "lua"
 # pool, WAIT for wait_replicas. Keep it identical to the README (test_docs_show_the_rule).
 ACL_RULE = (
     "~pharox:* resetchannels -@all"
-    " +evalsha +script|load +multi +exec +ping +scan +wait +unlink +hsetnx +hscan +zrevrange"
+    " +fcall +function|load +multi +exec +ping +scan +wait +unlink +hsetnx +hscan +zrevrange"
     " +exists +set +hget +hgetall +hkeys +hexists +hmget +hset +hdel +zadd +zrange +zrem +time"
     " +del +get +hincrby +zcard +zlexcount +zrangebyscore +zremrangebyrank +zscore +hlen"
 )
+# The scripts as a library (Redis 7+, Valkey), and as single scripts (Redis 6.2, or a user
+# refused Functions): the README's rule for Redis 6.2 swaps the first for the second.
+FUNCTION_WORDS = "+fcall +function|load"
+SCRIPT_WORDS = "+evalsha +script|load"
+EVALSHA_RULE = ACL_RULE.replace(FUNCTION_WORDS, SCRIPT_WORDS)
 USER = "pharox-worker"
 PASSWORD = "s3cret-pass"
 ALWAYS_ALLOWED = {"hello", "auth"}  # connection handshake; Redis never refuses these
@@ -46,12 +51,14 @@ def lua_commands() -> set[str]:
 def plain_commands() -> set[str]:
     """Return every plain command the library sends (``Command(("NAME", ...))``, ``Scan``).
 
-    A command with a subcommand (``SCRIPT LOAD``) is named as the ACL names it:
-    ``script|load``.
+    A command with a subcommand (``SCRIPT LOAD``, ``FUNCTION LOAD``) is named as the ACL
+    names it: ``script|load``. The scripts' own calls (``FCALL``, ``EVALSHA``) are added.
     """
     source = "\n".join(path.read_text() for path in sorted((ROOT / "pharox_redis").rglob("*.py")))
     found = re.findall(r'Command\(\(\s*"(\w+)"(?:,\s*"([A-Z]+)")?', source)
-    names = {f"{name}|{sub}".lower() if name == "SCRIPT" else name.lower() for name, sub in found}
+    containers = ("SCRIPT", "FUNCTION")
+    names = {f"{name}|{sub}".lower() if name in containers else name.lower() for name, sub in found}
+    names.update(verb.lower() for verb in re.findall(r'\("(FCALL|EVALSHA)", ', source))
     if re.search(r"\bScan\(", source):  # the executors walk a Scan with SCAN
         names.add("scan")
     return names

@@ -6,7 +6,7 @@ client connection. Four switches:
 * :meth:`Relay.cut_next_reply` drops the next chunk the server sends back and closes that
   connection on both sides: the server has run the command, the client never hears of it.
 * :meth:`Relay.cut_replies_to` does the same to the reply of each of the next requests that
-  carry a marker (a script's SHA1, so the reply of one script's EVALSHA), whatever the
+  carry a marker (a function's name, so the reply of one script's FCALL), whatever the
   client sends in between, a new connection's handshake included.
 * :meth:`Relay.stall` swallows everything from then on: connections are accepted and
   nothing is answered, so clients run into their socket timeout.

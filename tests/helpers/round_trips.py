@@ -24,7 +24,7 @@ from pharox import PoolStatsSnapshot, ProxyPool, SelectorStrategy
 
 from pharox_redis import RedisStorage
 from pharox_redis.operations.batch import Batch
-from pharox_redis.scripts import lua_dir, sources
+from pharox_redis.scripts import library, lua_dir, sources
 from pharox_redis.server import RedisServer
 
 from . import make_pool, make_proxy
@@ -41,8 +41,10 @@ STATS_FIELDS = (
 )
 
 
-# EVALSHA's first argument -> script name (the SHA1 of the source, the same for every storage).
+# EVALSHA's first argument -> script name (the SHA1 of the source, the same for every storage),
+# and FCALL's (the function's name in the library).
 SHAS = {source.sha: name for name, source in sources().items()}
+FUNCTIONS = {function: name for name, function in library().functions.items()}
 # Every command any script may run (all calls in lua/ are literal redis.call('NAME', ...)).
 SCRIPT_VOCABULARY = {
     name.lower()
@@ -62,7 +64,7 @@ def command_type(tokens: list[str]) -> str:
 class Seen:
     """What the server ran during one measurement."""
 
-    sent: list[str] = field(default_factory=list)  # commands clients sent, EVALSHA by script
+    sent: list[str] = field(default_factory=list)  # commands clients sent, FCALL by script
     in_scripts: Counter[str] = field(default_factory=Counter)  # commands the scripts ran
     stats: Counter[str] = field(default_factory=Counter)  # INFO commandstats, meter's removed
 
@@ -82,9 +84,10 @@ class Meter:
         self.load_scripts()
 
     def load_scripts(self) -> None:
-        """Load every script, so no measurement depends on which test ran first."""
+        """Load every script and the library, so no measurement depends on test order."""
         for source in sources().values():
             self.stats_client.script_load(source.text)
+        self.stats_client.function_load(library().source.text, replace=True)
 
     def close(self) -> None:
         self.stats_client.close()
@@ -107,6 +110,8 @@ class Meter:
                     seen.in_scripts[command_type(tokens)] += 1
                 elif tokens[0].upper() == "EVALSHA":
                     seen.sent.append(f"EVALSHA {SHAS.get(tokens[1], tokens[1])}")
+                elif tokens[0].upper() == "FCALL":
+                    seen.sent.append(f"FCALL {FUNCTIONS.get(tokens[1], tokens[1])}")
                 else:
                     size = 2 if tokens[0].lower() in _CONTAINERS else 1
                     seen.sent.append(" ".join(t.upper() for t in tokens[:size]))
@@ -121,9 +126,11 @@ class Meter:
         assert set(seen.in_scripts) <= SCRIPT_VOCABULARY, seen.in_scripts
 
 
-def new_storage(server: RedisServer, prefix: str, made: list[RedisStorage]) -> RedisStorage:
+def new_storage(
+    server: RedisServer, prefix: str, made: list[RedisStorage], functions: bool = True
+) -> RedisStorage:
     """A storage with empty caches (as in a new process), already connected."""
-    s = RedisStorage.from_url(server.url, prefix=prefix)
+    s = RedisStorage.from_url(server.url, prefix=prefix, functions=functions)
     s.client.ping()
     made.append(s)
     return s
@@ -151,7 +158,7 @@ def script_names(batches: list[Batch]) -> list[list[str]]:
     return [[getattr(c, "name", "command") for c in b.calls] for b in batches]
 
 
-ACQUIRE = ["EVALSHA acquire"]  # the pool's cleanup entry already covers the lease
-FIRST_ACQUIRE = ["EVALSHA acquire", "EVALSHA schedule"]  # a process's first in a pool
-RELEASE = ["EVALSHA release"]
+ACQUIRE = ["FCALL acquire"]  # the pool's cleanup entry already covers the lease
+FIRST_ACQUIRE = ["FCALL acquire", "FCALL schedule"]  # a process's first in a pool
+RELEASE = ["FCALL release"]
 SELECTORS = pytest.mark.parametrize("selector", list(SelectorStrategy), ids=lambda s: s.value)

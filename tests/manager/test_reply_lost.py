@@ -2,7 +2,7 @@
 
 A :class:`~tests.helpers.relay.Relay` sits between the client and a private redis-server (a
 fresh one per test) and, when armed, drops a reply and closes the connection: the reply to
-the next EVALSHA of the script a test names (the request carries the script's SHA1), so a
+the next FCALL of the script a test names (the request carries its function's name), so a
 new connection's handshake never takes the cut. The acquire is idempotent
 because its lease id is chosen by the client before anything is sent: whoever re-sends it
 (redis-py's ``Retry`` from ``from_url``, or the manager's own ``retries``), the server answers
@@ -35,7 +35,7 @@ from pharox_redis import (
     RedisStorageError,
 )
 from pharox_redis.operations.batch import Batch, ScriptCall
-from pharox_redis.scripts import sources
+from pharox_redis.scripts import library, sources
 from pharox_redis.server import RedisServer
 
 from ..helpers import Recorder, make_pool, make_proxy
@@ -78,8 +78,9 @@ def relay(server: RedisServer) -> Iterator[Relay]:
 def direct(server: RedisServer) -> Iterator[RedisStorage]:
     """A storage talking to the server without the relay, to seed and inspect."""
     storage = RedisStorage.from_url(server.url, prefix=PREFIX)
-    # Load the scripts now: the reply the relay drops must be one of a command that ran,
-    # never a NOSCRIPT answer.
+    # Load the library (and the scripts) now: the reply the relay drops must be one of a
+    # command that ran, never a "Function not found" (NOSCRIPT) answer.
+    storage.client.function_load(library().source.text, replace=True)
     for source in sources().values():
         storage.client.script_load(source.text)
     yield storage
@@ -119,8 +120,9 @@ RELEASED = View(records=1, active=0, proxy_leases=0, total_leases=0, leased_prox
 
 
 def cut_replies(relay: Relay, script: str, times: int = 1) -> None:
-    """Drop the replies to the next ``times`` calls of ``script`` (EVALSHA of its SHA1)."""
-    relay.cut_replies_to(sources()[script].sha.encode(), times)
+    """Drop the replies to the next ``times`` calls of ``script`` (FCALL of its function)."""
+    # The name as one RESP bulk string: "..._release" must not match "..._release_many".
+    relay.cut_replies_to(f"\r\n{library().functions[script]}\r\n".encode(), times)
 
 
 def warm(storage: RedisStorage, seeded: Seeded) -> None:

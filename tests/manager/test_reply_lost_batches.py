@@ -1,7 +1,7 @@
 """Lost replies of rotate, acquire_many and release_many: one lease made, one release done.
 
 The same relay as ``test_reply_lost.py`` (whose fixtures this module uses) drops the reply to
-the next EVALSHA of a named script and closes the connection. The server ran the script; the
+the next FCALL of a named script and closes the connection. The server ran the script; the
 manager (``retries``) or redis-py's ``Retry`` sends it again with the same lease ids, and the
 server answers with what the first run made. The seeded proxy has no maximum, so a second
 lease (or a release done twice) would show in its lease count.

@@ -8,6 +8,8 @@ allowed, so the rule does not list them.
 
 This module runs the whole API as a user with that rule, and checks on the server (``INFO
 commandstats``, ``ACL LOG``) that every command in the rule was used and nothing refused.
+Users whose rule refuses Functions (the rule for Redis 6.2, or one without ``FUNCTION LOAD``)
+run it too: each storage is refused once, falls back to ``EVALSHA`` and goes on.
 """
 
 from __future__ import annotations
@@ -38,14 +40,27 @@ from pharox_redis import (
     RedisStorage,
 )
 from pharox_redis.codec import text
+from pharox_redis.scripts import library
 
 from ..helpers import make_proxy
-from ..helpers.acl import ALWAYS_ALLOWED, AclServer, acl_log, command_counts, rule_commands
+from ..helpers.acl import (
+    ACL_RULE,
+    ALWAYS_ALLOWED,
+    EVALSHA_RULE,
+    FUNCTION_WORDS,
+    PASSWORD,
+    SCRIPT_WORDS,
+    AclServer,
+    acl_log,
+    command_counts,
+    rule_commands,
+    setinfo_rule,
+)
 
 pytestmark = pytest.mark.real_redis
 
 
-def sync_flow(url: str, admin: redis.Redis) -> None:
+def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
     """Every storage and manager operation, as the restricted user; checks the results."""
     # health_check_interval: redis-py PINGs a connection idle longer than this before using
     # it (off by default with from_url); a tiny one makes the PING happen in this short test.
@@ -142,10 +157,11 @@ def sync_flow(url: str, admin: redis.Redis) -> None:
         finally:
             replicated.client.close()
 
-        # audit, then scripts lost (restart, failover, SCRIPT FLUSH): SCRIPT LOAD again
+        # audit, then the library (scripts) lost (restart, failover, FUNCTION FLUSH, SCRIPT
+        # FLUSH): FUNCTION LOAD (SCRIPT LOAD) again
         assert storage.audit().clean
         assert storage.audit("acl", repair=True).clean
-        admin.script_flush()
+        admin.function_flush() if flush == "function" else admin.script_flush()
         assert manager.acquire("acl", "worker") is not None
 
         storage.delete_proxy(str(proxies[2].id))
@@ -182,7 +198,78 @@ def test_whole_api_runs_as_least_privilege_user(acl_server: AclServer, admin: re
     asyncio.run(async_flow(acl_server.url))
 
     # The admin client's own housekeeping (Valkey's redis-py handshake adds a CONFIG GET).
-    used = set(command_counts(admin)) - {"config|resetstat", "script|flush", "config|get"}
+    used = set(command_counts(admin)) - {"config|resetstat", "function|flush", "config|get"}
     assert acl_log(admin) == []  # nothing was refused, not even an error redis-py swallows
     assert used - ALWAYS_ALLOWED == rule_commands(acl_server.rule)  # each one is needed
     assert all(text(key).startswith("pharox:") for key in admin.keys("*"))
+
+
+def add_user(admin: redis.Redis, acl_server: AclServer, name: str, rule: str) -> str:
+    """Create another restricted user; return its URL."""
+    setuser = ("ACL", "SETUSER", name, "reset", "on", f">{PASSWORD}", *rule.split())
+    admin.execute_command(*setuser)  # type: ignore[no-untyped-call]
+    return f"redis://{name}:{PASSWORD}@127.0.0.1:{acl_server.server.port}/0"
+
+
+def refused_commands(admin: redis.Redis) -> set[str]:
+    return {text(entry["object"]) for entry in acl_log(admin)}
+
+
+def test_a_user_refused_functions_falls_back_to_evalsha(
+    acl_server: AclServer, admin: redis.Redis
+) -> None:
+    """The rule for Redis 6.2 (EVALSHA and SCRIPT LOAD) on a server that has Functions.
+
+    Each storage's first FCALL is refused; from then on it calls EVALSHA, so the only
+    refusals are of FCALL, and the rest of the flow needs nothing the rule lacks.
+    """
+    rule = EVALSHA_RULE + setinfo_rule()
+    url = add_user(admin, acl_server, "pharox-evalsha", rule)
+    try:
+        admin.function_flush()
+        sync_flow(url, admin, flush="script")
+        asyncio.run(async_flow(url))
+        counts = command_counts(admin)
+        assert refused_commands(admin) == {"fcall"}
+        admin_own = {
+            "config|resetstat",
+            "script|flush",
+            "function|flush",
+            "config|get",
+            "acl|setuser",
+        }
+        used = set(counts) - admin_own
+        assert used - ALWAYS_ALLOWED - {"fcall"} == rule_commands(rule)
+        assert library().name not in {text(x[1]) for x in admin.function_list()}
+    finally:
+        admin.acl_deluser("pharox-evalsha")
+
+
+def test_a_user_refused_function_load_falls_back_when_the_library_is_missing(
+    acl_server: AclServer, admin: redis.Redis
+) -> None:
+    """FCALL allowed, FUNCTION LOAD not: the library an admin loaded is used; when it is
+    missing, loading it is refused and the storage falls back to EVALSHA."""
+    rule = ACL_RULE.replace(FUNCTION_WORDS, f"+fcall {SCRIPT_WORDS}") + setinfo_rule()
+    url = add_user(admin, acl_server, "pharox-no-load", rule)
+    storage = RedisStorage.from_url(url, prefix="pharox:noload")
+    try:
+        admin.function_load(library().source.text, replace=True)
+        pool = ProxyPool(name="no-load")
+        storage.save_pool(pool)
+        storage.save_proxy(make_proxy(pool))
+        manager = RedisProxyManager(storage)
+        with manager.with_proxy("no-load", "w", 30) as leased:
+            assert leased is not None
+        assert storage.executor.library is not None and acl_log(admin) == []
+
+        admin.function_flush()
+        with manager.with_proxy("no-load", "w", 30) as leased:
+            assert leased is not None
+        assert storage.executor.library is None
+        assert refused_commands(admin) == {"function|load"}
+        assert storage.audit().clean
+        storage.delete_pool(str(pool.id))
+    finally:
+        storage.client.close()
+        admin.acl_deluser("pharox-no-load")

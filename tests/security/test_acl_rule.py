@@ -1,10 +1,11 @@
 """A least-privilege ACL user: the rule the README documents, and what it needs.
 
 ``ACL_RULE`` (``tests/helpers/acl.py``) lists exactly the commands the adapter needs: the ones
-it sends (EVALSHA, SCRIPT LOAD after NOSCRIPT, MULTI/EXEC, the plain reads and writes, the
-PING of redis-py's health check) and the ones its Lua scripts run, since Redis 7 checks a
-script's ``redis.call`` against the ACL of the user who runs it. HELLO and AUTH are always
-allowed, so the rule does not list them.
+it sends (FCALL, FUNCTION LOAD when the library is missing, MULTI/EXEC, the plain reads and
+writes, the PING of redis-py's health check) and the ones its Lua scripts run, since Redis 7
+checks a script's ``redis.call`` against the ACL of the user who runs it. HELLO and AUTH are
+always allowed, so the rule does not list them. On Redis 6.2 (no Functions) the rule names
+EVALSHA and SCRIPT LOAD instead (``EVALSHA_RULE``).
 
 This module checks the rule itself: statically against the code and the README, against
 what the restricted user is refused, and in its ACL-file form. ``test_acl_flow.py`` runs the
@@ -26,8 +27,11 @@ from pharox_redis.server import RedisServer, redis_server_binary
 from ..helpers import make_proxy
 from ..helpers.acl import (
     ACL_RULE,
+    EVALSHA_RULE,
+    FUNCTION_WORDS,
     PASSWORD,
     ROOT,
+    SCRIPT_WORDS,
     USER,
     AclServer,
     acl_log,
@@ -44,14 +48,18 @@ def test_rule_allows_every_command_the_code_sends_or_the_scripts_run() -> None:
     """A static check: it also covers paths the API flow below may not reach."""
     scripted, sent = lua_commands(), plain_commands()
     assert {"hget", "zadd", "time"} <= scripted and {"hgetall", "scan", "unlink"} <= sent
-    assert scripted | sent <= rule_commands()
-    assert "eval" not in rule_commands()  # scripts go out as EVALSHA only
+    assert {"fcall", "function|load", "evalsha", "script|load"} <= sent
+    # Either way of calling the scripts: the rule for Functions, or the one for EVALSHA.
+    assert scripted | sent <= rule_commands() | rule_commands(EVALSHA_RULE)
+    assert rule_commands() - rule_commands(EVALSHA_RULE) == {"fcall", "function|load"}
+    assert "eval" not in rule_commands() | rule_commands(EVALSHA_RULE)  # never the source
 
 
 def test_docs_show_the_rule() -> None:
-    """The README documents this very rule."""
+    """The README documents this very rule, and the words Redis 6.2 takes instead."""
     text = " ".join((ROOT / "README.md").read_text().split())
     assert ACL_RULE in text, "document ACL_RULE in the README"
+    assert f"`{FUNCTION_WORDS}` with `{SCRIPT_WORDS}`" in text
 
 
 @pytest.mark.parametrize(
@@ -64,7 +72,10 @@ def test_docs_show_the_rule() -> None:
         ("CONFIG", "SET", "appendonly", "no"),
         ("ACL", "LIST"),
         ("SCRIPT", "FLUSH"),
+        ("FUNCTION", "FLUSH"),
+        ("FUNCTION", "DELETE", "pharox_0123456789abcdef"),
         ("EVAL", "return 1", "0"),
+        ("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"),
         ("SHUTDOWN",),
         ("SELECT", "1"),
         ("SUBSCRIBE", "pharox:events"),
@@ -99,12 +110,18 @@ def test_scripts_run_with_the_users_permissions(
     acl_server: AclServer, admin: redis.Redis, body: str, key: str
 ) -> None:
     admin.set("other:key", "kept")
+    name = f"pharox_test_{abs(hash(body)) % 10**6}"
     with redis.Redis.from_url(acl_server.url) as client:
-        sha = client.script_load(body)  # loading is allowed; running checks each command
+        # Loading is allowed; running checks each command.
+        client.function_load(
+            f"#!lua name={name}\nredis.register_function('{name}', function(KEYS, ARGV) "
+            f"{body} end)\n"
+        )
         # Redis says "no permissions", Valkey "No permissions".
         refused = r"(?i)can't access|can't run|no permissions"
         with pytest.raises(redis.ResponseError, match=refused):
-            client.evalsha(sha, 1, key)
+            client.fcall(name, 1, key)
+    admin.function_delete(name)
     assert admin.get("other:key") == b"kept"
     assert acl_log(admin)
     admin.delete("other:key")
@@ -142,4 +159,4 @@ def test_rule_loads_from_an_acl_file(tmp_path: Path) -> None:
             assert acl_log(admin) == []
             users = admin.execute_command("ACL", "LIST")
             line = next(u.decode() for u in users if u.decode().startswith(f"user {USER} "))
-            assert "~pharox:*" in line and "+evalsha" in line
+            assert "~pharox:*" in line and "+fcall" in line

@@ -1,17 +1,17 @@
-"""What RedisProxyManager's operations cost: one round trip of one EVALSHA, warm or cold.
+"""What RedisProxyManager's operations cost: one round trip of one FCALL, warm or cold.
 
 Counts observed (redis-server 7.0, redis-py 8), on both ends of the wire
 (``tests.helpers.round_trips.Meter``):
 
-* warm caches: acquire 1 round trip, the server receives one EVALSHA acquire and nothing
-  else (a process's first acquire in a pool also pipelines EVALSHA schedule for the cleanup
+* warm caches: acquire 1 round trip, the server receives one FCALL acquire and nothing
+  else (a process's first acquire in a pool also pipelines FCALL schedule for the cleanup
   index), for every selector, with or without an equality filter, with or without
-  callbacks; release 1 round trip, EVALSHA release.
+  callbacks; release 1 round trip, FCALL release.
 * Cold caches (a new storage): +1 round trip per unknown consumer name (MULTI, HSETNX, HGET,
   EXEC) and +1 per unknown pool name (HGET); an unknown pool costs that HGET on every call.
 * Python predicate: 1 round trip for the scan + 1 per compare-and-lease attempt.
 * Once cleanup drops an idle pool from its index, the next acquire is sent again with
-  EVALSHA schedule.
+  FCALL schedule.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.real_redis
 @SELECTORS
 @pytest.mark.parametrize("country", [None, "AR"], ids=["no-filter", "eq-filter"])
 @pytest.mark.parametrize("method", ["acquire_proxy", "acquire"])
-def test_acquire_is_one_round_trip_of_one_evalsha(
+def test_acquire_is_one_round_trip_of_one_fcall(
     storage: RedisStorage, meter: Meter, method: str, country: Optional[str], selector: Any
 ) -> None:
     pool = seed(storage)
@@ -60,8 +60,8 @@ def test_acquire_is_one_round_trip_of_one_evalsha(
     assert len(recorder.batches) == 1
     assert script_names(recorder.batches) == [["acquire"]]
     assert seen.sent == ACQUIRE
-    assert seen.stats["evalsha"] == 1
-    assert set(seen.stats) - set(seen.in_scripts) == {"evalsha"}  # nothing else was sent
+    assert seen.stats["fcall"] == 1
+    assert set(seen.stats) - set(seen.in_scripts) == {"fcall"}  # nothing else was sent
     lease = got.lease if isinstance(got, LeasedProxy) else got
     assert isinstance(lease, Lease) and lease.pool_id == pool.id
     if method == "acquire":
@@ -71,7 +71,7 @@ def test_acquire_is_one_round_trip_of_one_evalsha(
         assert storage.get_proxy(str(lease.proxy_id)).country == country
 
 
-def test_release_is_one_round_trip_of_one_evalsha(storage: RedisStorage, meter: Meter) -> None:
+def test_release_is_one_round_trip_of_one_fcall(storage: RedisStorage, meter: Meter) -> None:
     pool = seed(storage)
     manager = RedisProxyManager(storage)
     first, second = (manager.acquire(pool.name, "w", 60) for _ in range(2))
@@ -82,8 +82,8 @@ def test_release_is_one_round_trip_of_one_evalsha(storage: RedisStorage, meter: 
         with meter.measure() as seen:
             manager.release_proxy(held)
         assert len(recorder.batches) == 1
-        assert seen.sent == RELEASE and seen.stats["evalsha"] == 1
-        assert set(seen.stats) - set(seen.in_scripts) == {"evalsha"}
+        assert seen.sent == RELEASE and seen.stats["fcall"] == 1
+        assert set(seen.stats) - set(seen.in_scripts) == {"fcall"}
     assert stats_fields(storage.get_pool_stats(pool.name))["total_leases"] == 0
 
 
@@ -182,7 +182,7 @@ def test_predicate_costs_one_round_trip_per_compare_and_lease(
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60, anything) is not None
     assert script_names(recorder.batches) == [["acquire"], ["lease", "schedule"]]
-    assert seen.sent == [*ACQUIRE, "EVALSHA lease", "EVALSHA schedule"]
+    assert seen.sent == [*ACQUIRE, "FCALL lease", "FCALL schedule"]
 
     # Another worker takes the first candidate between the scan and the lease: the
     # compare-and-lease call carries the next approved candidates too, so no extra trip.
@@ -207,7 +207,7 @@ def test_acquire_resends_with_schedule_when_cleanup_dropped_the_pool(
 
     The acquire goes out alone (this process's last one was covered); ``acquire.lua`` sees
     that the pool's entry is gone, changes nothing and answers 'schedule'; the acquire is
-    sent again with ``schedule.lua``, and the one after that is a single EVALSHA again.
+    sent again with ``schedule.lua``, and the one after that is a single FCALL again.
     """
     pool = seed(storage)
     manager = RedisProxyManager(storage)

@@ -1,4 +1,4 @@
-"""What rotate and batch leasing cost: one round trip of one EVALSHA, and the Redis work in it.
+"""What rotate and batch leasing cost: one round trip of one FCALL, and the Redis work in it.
 
 Counted on both ends of the wire (``tests.helpers.round_trips.Meter``): the batches the
 storage sends, the commands the server received and the ``redis.call``s the scripts ran
@@ -32,7 +32,7 @@ def calls(seen: Seen) -> int:
     return sum(seen.in_scripts.values())
 
 
-def test_rotate_is_one_evalsha_and_less_redis_work_than_release_and_acquire(
+def test_rotate_is_one_fcall_and_less_redis_work_than_release_and_acquire(
     storage: RedisStorage, meter: Meter
 ) -> None:
     pool = seed(storage)
@@ -42,20 +42,20 @@ def test_rotate_is_one_evalsha_and_less_redis_work_than_release_and_acquire(
     with meter.measure() as cycle:
         manager.release_proxy(held)
         held = manager.acquire(pool.name, "w", 60)
-    assert cycle.sent == ["EVALSHA release", "EVALSHA acquire"]
+    assert cycle.sent == ["FCALL release", "FCALL acquire"]
     assert held is not None
     recorder = Recorder(storage)
     with meter.measure() as seen:
         nxt = manager.rotate(held, "w", 60)
     assert nxt is not None and held.lease.released_at is not None
     assert script_names(recorder.batches) == [["rotate"]]
-    assert seen.sent == ["EVALSHA rotate"]
-    assert set(seen.stats) - set(seen.in_scripts) == {"evalsha"}  # nothing else was sent
+    assert seen.sent == ["FCALL rotate"]
+    assert set(seen.stats) - set(seen.in_scripts) == {"fcall"}  # nothing else was sent
     print(f"\nredis.calls: release + acquire {calls(cycle)}, rotate {calls(seen)}")
     assert calls(seen) < calls(cycle)
 
 
-def test_a_batch_is_one_evalsha_and_less_redis_work_per_lease(
+def test_a_batch_is_one_fcall_and_less_redis_work_per_lease(
     storage: RedisStorage, meter: Meter
 ) -> None:
     pool = seed(storage)
@@ -73,12 +73,12 @@ def test_a_batch_is_one_evalsha_and_less_redis_work_per_lease(
         got = manager.acquire_many(pool.name, 6, "w", 60)
     assert len(got) == 6 and len({x.proxy.id for x in got}) == 6
     assert script_names(recorder.batches) == [["acquire_many"]]
-    assert seen.sent == ["EVALSHA acquire_many"]
+    assert seen.sent == ["FCALL acquire_many"]
     recorder.reset()
     with meter.measure() as freed:
         manager.release_many(got)
     assert script_names(recorder.batches) == [["release_many"]]
-    assert freed.sent == ["EVALSHA release_many"]
+    assert freed.sent == ["FCALL release_many"]
     print(
         f"\nredis.calls: release + acquire {sum(acquire_calls.values())}, "
         f"acquire_many(6) {calls(seen)}, release_many(6) {calls(freed)}"
@@ -95,7 +95,7 @@ def test_release_many_over_two_pools_is_one_round_trip(storage: RedisStorage, me
     with meter.measure() as seen:
         manager.release_many(held)
     assert script_names(recorder.batches) == [["release_many", "release_many"]]
-    assert seen.sent == ["EVALSHA release_many"] * 2
+    assert seen.sent == ["FCALL release_many"] * 2
     for pool in (first, second):
         stats = storage.get_pool_stats(pool.name)
         assert stats is not None and stats.total_leases == 0

@@ -1,12 +1,13 @@
 """What pharox's stock ProxyManager, the asyncio manager and a lost script cache cost.
 
-* pharox's stock ProxyManager on RedisStorage: acquire 4 round trips (EVALSHA due, EVALSHA
-  find, EVALSHA lease + EVALSHA schedule, EVALSHA stats), release 2 (EVALSHA release, stats),
-  cleanup with nothing expired 1 (EVALSHA due).
+* pharox's stock ProxyManager on RedisStorage: acquire 4 round trips (FCALL due, FCALL
+  find, FCALL lease + FCALL schedule, FCALL stats), release 2 (FCALL release, FCALL stats),
+  cleanup with nothing expired 1 (FCALL due).
 * AsyncRedisProxyManager: acquire and release 1 round trip each, as the sync one.
-* After SCRIPT FLUSH the first acquire is still one batch for the Recorder, but the server
-  sees the pipeline twice: NOSCRIPT, then each script call again inside MULTI with a
-  SCRIPT LOAD of its script.
+* After FUNCTION FLUSH (SCRIPT FLUSH without Functions) the first acquire is still one batch
+  for the Recorder, but the server sees the pipeline twice: "Function not found" (NOSCRIPT),
+  then each script call again inside MULTI with a FUNCTION LOAD of the library (SCRIPT LOAD
+  of its script).
 * Without callbacks, no payload (nor its start time, nor pool stats) is built.
 """
 
@@ -24,7 +25,15 @@ from pharox_redis import AsyncRedisProxyManager, AsyncRedisStorage, RedisProxyMa
 from pharox_redis.server import RedisServer
 
 from ...helpers import Recorder
-from ...helpers.round_trips import ACQUIRE, RELEASE, SELECTORS, Meter, seed, stats_fields
+from ...helpers.round_trips import (
+    ACQUIRE,
+    RELEASE,
+    SELECTORS,
+    Meter,
+    new_storage,
+    seed,
+    stats_fields,
+)
 
 pytestmark = pytest.mark.real_redis
 
@@ -45,22 +54,22 @@ def test_stock_manager_round_trips(
     assert lease is not None
     assert len(recorder.batches) == 4  # cleanup, find, create (+ hint), stats
     assert seen.sent == [
-        "EVALSHA due",
-        "EVALSHA find",
-        "EVALSHA lease",
-        "EVALSHA schedule",
-        "EVALSHA stats",
+        "FCALL due",
+        "FCALL find",
+        "FCALL lease",
+        "FCALL schedule",
+        "FCALL stats",
     ]
     recorder.reset()
     with meter.measure() as seen:
         manager.release_proxy(lease)
     assert len(recorder.batches) == 2
-    assert seen.sent == ["EVALSHA release", "EVALSHA stats"]
+    assert seen.sent == ["FCALL release", "FCALL stats"]
     recorder.reset()
     with meter.measure() as seen:
         assert manager.cleanup_expired_leases() == 0
     assert len(recorder.batches) == 1 and len(recorder.calls) == 1
-    assert seen.sent == ["EVALSHA due"]
+    assert seen.sent == ["FCALL due"]
 
 
 @SELECTORS
@@ -77,11 +86,20 @@ def test_stock_manager_acquire_is_at_most_four_round_trips(
         assert len(recorder.batches) <= 4
 
 
-def test_first_acquire_after_script_flush(storage: RedisStorage, meter: Meter) -> None:
+@pytest.mark.parametrize("functions", [True, False], ids=["fcall", "evalsha"])
+def test_first_acquire_after_flush(
+    server: RedisServer, prefix: str, opened: list[RedisStorage], meter: Meter, functions: bool
+) -> None:
+    storage = new_storage(server, prefix, opened, functions=functions)
     pool = seed(storage)
     manager = RedisProxyManager(storage)
     manager.acquire_proxy(pool.name, "w", 60)  # warm-up
-    meter.stats_client.script_flush()
+    if functions:
+        meter.stats_client.function_flush()
+        verb, load = "FCALL", "FUNCTION LOAD"
+    else:
+        meter.stats_client.script_flush()
+        verb, load = "EVALSHA", "SCRIPT LOAD"
     recorder = Recorder(storage)
     try:
         with meter.measure() as seen:
@@ -89,14 +107,15 @@ def test_first_acquire_after_script_flush(storage: RedisStorage, meter: Meter) -
     finally:
         meter.load_scripts()
     # One batch for the Recorder, two round trips on the wire: the pipeline answered
-    # NOSCRIPT, then went again with each script loaded in one transaction with its call,
-    # so no SCRIPT FLUSH can land between the load and the call.
+    # "Function not found" (NOSCRIPT), then went again with the library (each script)
+    # loaded in one transaction with its call, so no flush can land between the load and
+    # the call.
     assert len(recorder.batches) == 1
-    assert seen.sent == [*ACQUIRE, "MULTI", "SCRIPT LOAD", *ACQUIRE, "EXEC"]
+    assert seen.sent == [f"{verb} acquire", "MULTI", load, f"{verb} acquire", "EXEC"]
     recorder.reset()
     with meter.measure() as seen:
         assert manager.acquire_proxy(pool.name, "w", 60) is not None
-    assert seen.sent == ACQUIRE
+    assert seen.sent == [f"{verb} acquire"]
 
 
 # ---------------------------------------------------------------------- asyncio
@@ -119,7 +138,7 @@ def test_async_manager_acquire_and_release_are_one_round_trip(
                 leased = run(manager.acquire(pool.name, "w", 60, selector=selector))
             assert leased is not None
             assert len(recorder.batches) == 1 and seen.sent == ACQUIRE
-            assert set(seen.stats) - set(seen.in_scripts) == {"evalsha"}
+            assert set(seen.stats) - set(seen.in_scripts) == {"fcall"}
             recorder.batches.clear()
             with meter.measure() as seen:
                 run(manager.release_proxy(leased))
