@@ -87,15 +87,21 @@ def keep_alive(
     leased: LeasedProxy,
     duration_seconds: float,
     sleep: Callable[[float], Any],
+    record: Callable[[float, float], None],
 ) -> Flow[LeaseLostError]:
-    """Renew a lease until ``sleep`` raises :class:`Stopped`; return the loss if it is lost."""
+    """Renew a lease until ``sleep`` raises :class:`Stopped`; return the loss if it is lost.
+
+    ``record(sent_at, duration_seconds)`` moves the lease's local deadline after a renewal;
+    once the keep-alive is stopped it must do nothing (see :func:`renewal`).
+    """
     renewals = Renewals(leased, duration_seconds)
     while True:
         yield Sleep(renewals.pause(), sleep)
         if leased.lost:  # the deadline passed while waiting (a blocked event loop, a stall)
             return renewals.loss()
         try:
-            yield Run(renewal(policy, leased, duration_seconds), renewals.attempt_timeout())
+            attempt = renewal(policy, leased, duration_seconds, record)
+            yield Run(attempt, renewals.attempt_timeout())
         except LeaseLostError as told:  # the server says so: expired, released, pool gone
             return told
         except RedisStorageError as exc:  # no answer in time, or Redis refused: try again
@@ -108,15 +114,24 @@ def keep_alive(
             renewals.failure = None
 
 
-def renewal(policy: Policy, leased: LeasedProxy, duration_seconds: float) -> Op[Lease]:
-    """Renew a lease once and move its local deadline, counted from when it was sent.
+def renewal(
+    policy: Policy,
+    leased: LeasedProxy,
+    duration_seconds: float,
+    record: Callable[[float, float], None],
+) -> Op[Lease]:
+    """Renew a lease once and ``record`` it: move its local deadline, counted from when it was sent.
 
     The deadline moves inside the operation, so an attempt the keep-alive stopped waiting
-    for still counts if it succeeds before the deadline.
+    for still counts if it succeeds before the deadline, but not once the keep-alive is
+    stopped: the block is being left, and its release is bounded by the deadline as it was
+    (a late renewal moving it would turn that release's timeout into an error, when the
+    lease is in fact over for the holder). The server's deadline is then the later one,
+    which is the safe side.
     """
     sent_at = time.monotonic()
     lease = yield from leases.renew(policy.context, leased.lease, duration_seconds)
-    leased.renewed(sent_at, duration_seconds)
+    record(sent_at, duration_seconds)
     return lease
 
 
@@ -142,7 +157,7 @@ class ThreadKeepAlive:
         self._leased = leased
         self._stopped = threading.Event()
         self._lock = threading.Lock()
-        flow = keep_alive(policy, leased, duration_seconds, self._wait)
+        flow = keep_alive(policy, leased, duration_seconds, self._wait, self._record)
         self._thread = threading.Thread(
             target=self._run,
             args=(perform, flow),
@@ -154,6 +169,11 @@ class ThreadKeepAlive:
     def _wait(self, seconds: float) -> None:
         if self._stopped.wait(seconds):
             raise Stopped
+
+    def _record(self, sent_at: float, duration_seconds: float) -> None:
+        with self._lock:
+            if not self._stopped.is_set():
+                self._leased.renewed(sent_at, duration_seconds)
 
     def _run(
         self, perform: Callable[[Flow[LeaseLostError]], LeaseLostError], flow: Flow[LeaseLostError]
@@ -196,13 +216,17 @@ class TaskKeepAlive:
         self._leased = leased
         self._stopping = False
         self._body: Optional[asyncio.Task[Any]] = asyncio.current_task()
-        flow = keep_alive(policy, leased, duration_seconds, self._wait)
+        flow = keep_alive(policy, leased, duration_seconds, self._wait, self._record)
         self._task = asyncio.ensure_future(self._run(perform, flow))
 
     async def _wait(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
         if self._stopping:  # also when a cancellation was swallowed on the way
             raise Stopped
+
+    def _record(self, sent_at: float, duration_seconds: float) -> None:
+        if not self._stopping:
+            self._leased.renewed(sent_at, duration_seconds)
 
     async def _run(
         self,
