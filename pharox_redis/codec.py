@@ -14,8 +14,9 @@ import functools
 import ipaddress
 import math
 from datetime import datetime, timedelta, timezone
+from os import urandom
 from typing import Any, Callable, Optional, Sequence, TypeVar
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 import msgspec
 from pharox import (
@@ -296,6 +297,25 @@ _PROTOCOLS = {member.value: member for member in ProxyProtocol}
 _STATUSES = {member.value: member for member in ProxyStatus}
 _IDS_LIMIT = 100_000
 _ids: dict[Any, UUID] = {}
+
+
+_V4_KEEP = ~(0xF000 << 64 | 0xC000 << 48) & ((1 << 128) - 1)  # all but version and variant
+_V4_SET = 0x4000 << 64 | 0x8000 << 48  # version 4, RFC 4122 variant
+_new = object.__new__
+_put = object.__setattr__
+
+
+def new_id() -> UUID:
+    """Return a random (version 4) UUID, as ``uuid4()`` does, at half its cost.
+
+    The lease id every acquire chooses before it sends anything: 16 bytes from
+    ``os.urandom`` with the version and variant bits set, stored as ``UUID.__init__``
+    stores them, without its argument checks.
+    """
+    uid = _new(UUID)
+    _put(uid, "int", int.from_bytes(urandom(16), "big") & _V4_KEEP | _V4_SET)
+    _put(uid, "is_safe", SafeUUID.unknown)
+    return uid
 
 
 def known_id(value: bytes | str) -> UUID:

@@ -8,9 +8,10 @@ back to ``model_construct``.
 
 from __future__ import annotations
 
+import pickle
 from datetime import datetime, timezone
 from typing import Any
-from uuid import uuid4
+from uuid import RFC_4122, UUID, uuid4
 
 from pharox import Lease, LeaseStatus, Proxy, ProxyCredentials, ProxyProtocol, ProxyStatus
 from pydantic import BaseModel, Field
@@ -74,6 +75,16 @@ def test_decoded_proxy_is_what_model_construct_makes() -> None:
     assert decoded.model_fields_set == set(Proxy.model_fields)
     assert decoded.url == expected.url
     assert codec.decode_proxy(proxy_id.encode(), proxy.pool_id, state, 2, record) == expected
+
+
+def test_new_ids_are_random_version_4_uuids() -> None:
+    ids = [codec.new_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for uid in ids[:50]:
+        assert uid.version == 4 and uid.variant == RFC_4122
+        assert UUID(str(uid)) == uid and hash(UUID(str(uid))) == hash(uid)
+        assert pickle.loads(pickle.dumps(uid)) == uid
+    assert {uid.int >> 64 & 0xF for uid in ids} != {0}  # random bits around the version
 
 
 def test_ids_that_repeat_are_parsed_once() -> None:
