@@ -3,8 +3,9 @@
 A proxy is stored as three hash fields under its pool: a JSON *state* with every field a Lua
 script reads or changes (status, max concurrency, sort keys, latency, filter attributes), a
 msgpack *record* with what only Python reads (host, port, protocol, credentials), and its
-lease count. Records we wrote ourselves are rebuilt with ``model_construct``: no second
-validation on the hot path.
+lease count. Records we wrote ourselves are rebuilt without a second validation: with
+:func:`builder`, which does what ``model_construct`` does for a complete set of fields at a
+fraction of its cost, and with the ids that repeat (proxies, consumers) parsed once.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import functools
 import ipaddress
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional, Sequence
-from uuid import UUID
+from os import urandom
+from typing import Any, Callable, Optional, Sequence, TypeVar
+from uuid import UUID, SafeUUID
 
 import msgspec
 from pharox import (
@@ -29,7 +31,9 @@ from pharox import (
     ProxyProtocol,
     ProxyStatus,
 )
+from pydantic import BaseModel
 
+M = TypeVar("M", bound=BaseModel)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 # Microseconds from 0001-01-01 to the epoch: adding it makes every datetime non-negative,
@@ -119,7 +123,7 @@ def to_us(moment: datetime) -> int:
 
 def from_us(us: int | str | bytes) -> datetime:
     """Return the UTC datetime for microseconds since the epoch."""
-    return EPOCH + timedelta(microseconds=int(us))
+    return EPOCH + timedelta(0, 0, int(us))  # positional: half the cost of microseconds=
 
 
 def checked_key(us: int) -> str:
@@ -245,6 +249,89 @@ def encode_proxy(proxy: Proxy) -> tuple[str, bytes, bytes]:
     return str(proxy.id), _state_encoder.encode(state), _record_encoder.encode(record)
 
 
+_PYDANTIC_SLOTS = (
+    "__dict__",
+    "__pydantic_fields_set__",
+    "__pydantic_extra__",
+    "__pydantic_private__",
+)
+
+
+def builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
+    """Return a function building a ``cls`` from a dict of all its fields, in their order.
+
+    For trusted values, as ``model_construct`` does, without its walk over every field's
+    aliases and defaults: the dict becomes the model's ``__dict__``. When the model has
+    anything ``model_construct`` would act on (aliases, extra or private attributes, a
+    post-init hook), or pydantic's instance layout is not the one this knows, the function
+    calls ``model_construct`` instead.
+    """
+    plain = (
+        getattr(BaseModel, "__slots__", None) == _PYDANTIC_SLOTS
+        and not cls.__pydantic_root_model__
+        and not cls.__pydantic_post_init__
+        and not cls.__private_attributes__
+        and cls.model_config.get("extra") != "allow"
+        and all(f.alias is None and f.validation_alias is None for f in cls.model_fields.values())
+    )
+    if not plain:
+        return lambda values: cls.model_construct(**values)
+    new = object.__new__
+    put = object.__setattr__
+
+    def build(values: dict[str, Any]) -> M:
+        model = new(cls)
+        put(model, "__dict__", values)
+        put(model, "__pydantic_fields_set__", set(values))
+        put(model, "__pydantic_extra__", None)
+        put(model, "__pydantic_private__", None)
+        return model
+
+    return build
+
+
+_build_proxy = builder(Proxy)
+_build_lease = builder(Lease)
+_build_credentials = builder(ProxyCredentials)
+_PROTOCOLS = {member.value: member for member in ProxyProtocol}
+_STATUSES = {member.value: member for member in ProxyStatus}
+_IDS_LIMIT = 100_000
+_ids: dict[Any, UUID] = {}
+
+
+_V4_KEEP = ~(0xF000 << 64 | 0xC000 << 48) & ((1 << 128) - 1)  # all but version and variant
+_V4_SET = 0x4000 << 64 | 0x8000 << 48  # version 4, RFC 4122 variant
+_new = object.__new__
+_put = object.__setattr__
+
+
+def new_id() -> UUID:
+    """Return a random (version 4) UUID, as ``uuid4()`` does, at half its cost.
+
+    The lease id every acquire chooses before it sends anything: 16 bytes from
+    ``os.urandom`` with the version and variant bits set, stored as ``UUID.__init__``
+    stores them, without its argument checks.
+    """
+    uid = _new(UUID)
+    _put(uid, "int", int.from_bytes(urandom(16), "big") & _V4_KEEP | _V4_SET)
+    _put(uid, "is_safe", SafeUUID.unknown)
+    return uid
+
+
+def known_id(value: bytes | str) -> UUID:
+    """Return the UUID a stored id stands for; ids that repeat are parsed once.
+
+    For proxy and consumer ids, which come back in every lease; not for lease ids.
+    """
+    uid = _ids.get(value)
+    if uid is None:
+        uid = UUID(text(value))
+        if len(_ids) >= _IDS_LIMIT:
+            _ids.clear()
+        _ids[value] = uid
+    return uid
+
+
 @functools.lru_cache(maxsize=65536)
 def _parse_host(value: str) -> Any:
     """Return a host as an IP address object when it is one (cached: addresses repeat)."""
@@ -262,25 +349,27 @@ def decode_proxy(
     rec = _record_decoder.decode(record)
     creds = None
     if rec.user is not None and rec.password is not None:
-        creds = ProxyCredentials.model_construct(user=rec.user, password=rec.password)
-    return Proxy.model_construct(
-        id=UUID(text(proxy_id)),
-        host=_parse_host(rec.host),
-        port=rec.port,
-        protocol=ProxyProtocol(rec.protocol),
-        pool_id=pool_id,
-        status=ProxyStatus(st.s),
-        checked_at=from_us(int(st.c) - _CHECKED_OFFSET_US),
-        credentials=creds,
-        source=st.src,
-        country=st.co,
-        city=st.ci,
-        latitude=None if st.lat is None else float(st.lat),
-        longitude=None if st.lon is None else float(st.lon),
-        isp=st.isp,
-        asn=None if st.asn is None else int(st.asn),
-        max_concurrency=st.m,
-        current_leases=int(count or 0),
+        creds = _build_credentials({"user": rec.user, "password": rec.password})
+    return _build_proxy(
+        {
+            "id": known_id(proxy_id),
+            "host": _parse_host(rec.host),
+            "port": rec.port,
+            "protocol": _PROTOCOLS.get(rec.protocol) or ProxyProtocol(rec.protocol),
+            "pool_id": pool_id,
+            "status": _STATUSES.get(st.s) or ProxyStatus(st.s),
+            "checked_at": from_us(int(st.c) - _CHECKED_OFFSET_US),
+            "credentials": creds,
+            "source": st.src,
+            "country": st.co,
+            "city": st.ci,
+            "latitude": None if st.lat is None else float(st.lat),
+            "longitude": None if st.lon is None else float(st.lon),
+            "isp": st.isp,
+            "asn": None if st.asn is None else int(st.asn),
+            "max_concurrency": st.m,
+            "current_leases": int(count or 0),
+        }
     )
 
 
@@ -300,16 +389,18 @@ def decode_lease(
     released = row.released
     if released is None and now_us is not None and int(row.expires) <= now_us:
         released = row.expires
-    return Lease.model_construct(
-        id=lease_id if isinstance(lease_id, UUID) else UUID(text(lease_id)),
-        proxy_id=UUID(row.proxy),
-        consumer_id=UUID(row.consumer),
-        pool_id=pool_id,
-        pool_name=pool_name,
-        status=LeaseStatus.ACTIVE if released is None else LeaseStatus.RELEASED,
-        acquired_at=from_us(row.acquired),
-        expires_at=from_us(row.expires),
-        released_at=None if released is None else from_us(released),
+    return _build_lease(
+        {
+            "id": lease_id if isinstance(lease_id, UUID) else UUID(text(lease_id)),
+            "proxy_id": known_id(row.proxy),
+            "consumer_id": known_id(row.consumer),
+            "pool_id": pool_id,
+            "pool_name": pool_name,
+            "status": LeaseStatus.ACTIVE if released is None else LeaseStatus.RELEASED,
+            "acquired_at": from_us(row.acquired),
+            "expires_at": from_us(row.expires),
+            "released_at": None if released is None else from_us(released),
+        }
     )
 
 

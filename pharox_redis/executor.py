@@ -21,6 +21,9 @@ What a batch becomes on the wire:
   flush can slip in between; when another client loaded the library first, ``FUNCTION
   LOAD`` answers that it exists and the call runs all the same. That is safe because every
   script is idempotent;
+* a batch of script calls only (acquire, release, renew, rotate: the hot calls) goes the
+  lean way of ``wire.py`` instead: packed with its head cached, on a connection the executor
+  keeps;
 * replies are read as bytes (``NEVER_DECODE``), whatever the client's ``decode_responses``;
 * a Redis error becomes :class:`~pharox_redis.errors.RedisStorageError`, a Lua error naming
   the file and line of ``lua/`` it came from.
@@ -37,7 +40,7 @@ sent: the public hook for counting round trips.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoPermissionError, NoScriptError, RedisError, ResponseError
@@ -45,6 +48,7 @@ from redis.exceptions import NoPermissionError, NoScriptError, RedisError, Respo
 from .errors import RedisStorageError
 from .operations.batch import Batch, Call, Command, Op, Scan, ScriptCall
 from .scripts import Library, ScriptSource, library, sources
+from .wire import AsyncHeldConnection, HeldConnection, Packer, script_calls_only, usable
 
 T = TypeVar("T")
 RAW = {NEVER_DECODE: True}
@@ -74,6 +78,9 @@ class FallBack(Exception):
     """Internal: the batch must be sent again without Functions."""
 
 
+_HELD_LIMIT = 64  # clients with a held connection (a cluster's nodes, after failovers)
+
+
 class BatchPlan:
     """What both executors do besides I/O: turning batches into commands and replies back.
 
@@ -93,18 +100,46 @@ class BatchPlan:
         self.shas = {name: source.sha for name, source in self.scripts.items()}
         self.library: Library | None = library() if functions else None
         self.observers: list[Callable[[Batch], None]] = []
+        self.packer = Packer(self.head)
+        self.held: dict[int, Any] = {}  # id(client) -> (client, its held connection or None)
+
+    def head(self, call: ScriptCall) -> tuple[Any, ...]:
+        """Return what a script call sends before its ARGV: command, script and KEYS.
+
+        The one place that says how a script is called; :meth:`command` and the packed
+        form of ``wire.py`` are both built from it.
+        """
+        lib = self.library  # read once: another thread may fall back meanwhile
+        if lib is not None:
+            return ("FCALL", lib.functions[call.name], len(call.keys), *call.keys)
+        return ("EVALSHA", self.shas[call.name], len(call.keys), *call.keys)
 
     def command(self, call: Call) -> tuple[Any, ...]:
         """Return the command a call sends (``FCALL``, or ``EVALSHA``, for a script)."""
         if isinstance(call, ScriptCall):
-            lib = self.library  # read once: another thread may fall back meanwhile
-            if lib is not None:
-                name = lib.functions[call.name]
-                return ("FCALL", name, len(call.keys), *call.keys, *call.args)
-            return ("EVALSHA", self.shas[call.name], len(call.keys), *call.keys, *call.args)
+            return (*self.head(call), *call.args)
         if isinstance(call, Scan):
             raise ValueError("a Scan is sent in a batch of its own")
         return tuple(call.args)
+
+    def packed(self, calls: Sequence[Call]) -> bytes:
+        """Return script calls packed into RESP, back to back (see ``wire.py``)."""
+        if len(calls) == 1:
+            return self.packer.pack(calls[0])
+        return b"".join(self.packer.pack(call) for call in calls)
+
+    def held_for(self, client: Any, make: Callable[[Any], Any]) -> Any:
+        """Return the connection kept for a client's script calls (None: the client has none).
+
+        Kept per client: a cluster executor sends through each node's own client.
+        """
+        entry = self.held.get(id(client))
+        if entry is None or entry[0] is not client:
+            if len(self.held) >= _HELD_LIMIT:
+                self.held.clear()
+            entry = (client, make(client) if usable(client) else None)
+            self.held[id(client)] = entry
+        return entry[1]
 
     def outgoing(self, batch: Batch) -> Sequence[Call]:
         """Return the calls of a batch about to be sent; the observers see it first."""
@@ -268,6 +303,12 @@ class Executor(BatchPlan):
 
     def send_to(self, client: Any, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send calls in one round trip on a plain client (a server, or a cluster's node)."""
+        if not atomic and script_calls_only(calls, ScriptCall):
+            held: Optional[HeldConnection] = self.held_for(client, HeldConnection)
+            if held is not None:
+                replies = held.send(self.packed(calls), len(calls))
+                if replies is not None:
+                    return replies
         if len(calls) == 1 and not atomic:
             try:
                 return [client.execute_command(*self.command(calls[0]), **RAW)]
@@ -332,6 +373,12 @@ class AsyncExecutor(BatchPlan):
 
     async def send_to(self, client: Any, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send calls in one round trip on a plain client (a server, or a cluster's node)."""
+        if not atomic and script_calls_only(calls, ScriptCall):
+            held: Optional[AsyncHeldConnection] = self.held_for(client, AsyncHeldConnection)
+            if held is not None:
+                replies = await held.send(self.packed(calls), len(calls))
+                if replies is not None:
+                    return replies
         if len(calls) == 1 and not atomic:
             try:
                 return [await client.execute_command(*self.command(calls[0]), **RAW)]

@@ -23,7 +23,6 @@ from typing import (
     TypeVar,
     Union,
 )
-from uuid import uuid4
 
 import redis
 from pharox import (
@@ -144,7 +143,7 @@ def request(
         duration_seconds=duration_seconds,
         filters=filters,
         selector=SelectorStrategy(selector or SelectorStrategy.FIRST_AVAILABLE),
-        lease_id=uuid4(),
+        lease_id=codec.new_id(),
     )
 
 

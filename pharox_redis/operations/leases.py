@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any, NamedTuple, Optional, Sequence, Union
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pharox import Lease, LeaseStatus, Proxy, ProxyNotFoundError, ProxyUnavailableError
 
@@ -62,7 +62,7 @@ def create_lease(
     if not isinstance(proxy, Proxy):
         raise ValueError(f"expected a pharox Proxy, got {type(proxy).__name__}")
     consumer_id = yield from ensure_consumer(ctx, consumer_name)
-    chosen_id = lease_id or uuid4()
+    chosen_id = lease_id or codec.new_id()
 
     def lease(pool_id: UUID) -> Op[Union[Lease, Stale]]:
         reply = yield from lease_proxy(
