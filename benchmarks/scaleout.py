@@ -164,11 +164,12 @@ def scaleout_lines(s: ScaleOutResult, settings: Settings) -> list[str]:
         lines.append(
             f"One acquire+release cycle costs {s.redis_us_per_cycle:,.0f} us of Redis time "
             "(`INFO commandstats`, FCALL or EVALSHA, 1 master). A pool lives on one master, "
-            f"and a master runs one script at a time, so one pool can serve at most about {ceiling:,.0f} "
-            "cycles/s, whatever the fleet: a fleet that needs more than that from one pool "
-            "should split it into several pools, which the cluster spreads over its masters. "
-            "On this 2-core machine the clients and the servers share the same cores, so more "
-            "masters add little here; on separate hosts each master adds its own ceiling."
+            "and a master runs one script at a time, so one pool can serve at most about "
+            f"{ceiling:,.0f} cycles/s, whatever the fleet: a fleet that needs more than that "
+            "from one pool should split it into several pools, which the cluster spreads over "
+            "its masters. On this 2-core machine the clients and the servers share the same "
+            "cores, so more masters add little here; on separate hosts each master adds its "
+            "own ceiling."
         )
         lines.append("")
     return lines
