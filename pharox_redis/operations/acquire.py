@@ -13,7 +13,7 @@ returns the lease the first run made instead of a second one.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 from uuid import UUID
 
 from pharox import Lease, LeaseStatus, PoolStatsSnapshot, Proxy, ProxyFilters, SelectorStrategy
@@ -123,43 +123,86 @@ def _acquire_in(
         else:
             ctx.covered.discard(pool_id)
         if reply.code in ("ok", "exists"):
-            yield from replicated(ctx, raw, pool_id, request.lease_id)
-            leased = reply.leased
-            if leased is None or not leased.state or not leased.record:
-                return Acquired(None, None, reply.counters)  # the proxy was deleted since
-            proxy = codec.decode_proxy(
-                leased.proxy_id, pool_id, leased.state, leased.lease_count, leased.record
-            )
-            return _acquired(ctx, request, pool_id, reply.lease, proxy, reply.counters)
-        counters = reply.counters
-        pending = matching(reply.found, pool_id, request.filters)
-        while chosen := {str(p.id): p for p in islice(pending, LEASE_CANDIDATES)}:
-            taken = yield from lease_proxy(
-                ctx,
-                pool_id,
-                request.pool_name,
-                list(chosen),
-                request.lease_id,
-                consumer_id,
-                duration_us,
-                move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
-                with_counters=with_counters,
-            )
-            if taken.code in ("nopool", "stale"):
-                return STALE
-            if taken.code in ("ok", "exists"):
-                held = codec.decode_lease(request.lease_id, taken.lease, pool_id, request.pool_name)
-                got = chosen.get(str(held.proxy_id))
-                if got is None:  # a re-sent request found an earlier attempt's lease
-                    got = yield from read_proxy(ctx, pool_id, held.proxy_id)
-                if got is None:
-                    return Acquired(None, None, taken.counters)
-                got.current_leases = taken.lease_count
-                return _acquired(ctx, request, pool_id, taken.lease, got, taken.counters)
-            counters = taken.counters  # 'unavailable' or 'missing': others were faster
+            return (yield from took(ctx, request, pool_id, reply, raw))
+        taken = yield from lease_candidates(
+            ctx, pool_id, request, reply, consumer_id, duration_us, with_counters
+        )
+        if not isinstance(taken, Missed):
+            return taken
         if reply.next_offset < 0:
-            return Acquired(None, None, counters)
+            return Acquired(None, None, taken.counters)
         offset = reply.next_offset
+
+
+class Missed(NamedTuple):
+    """No candidate of a walk was leased: none was approved, or others were faster."""
+
+    counters: Optional[Counters]  # those of the last reply
+
+
+def took(
+    ctx: Context,
+    request: AcquireRequest,
+    pool_id: UUID,
+    reply: replies.AcquireReply,
+    raw: Sequence[Any],
+) -> Op[Acquired]:
+    """Return what a script reply that leased a proxy (``ok`` or ``exists``) made.
+
+    ``raw`` is the round trip's replies, whose ``WAIT`` reply says whether the lease reached
+    enough replicas.
+    """
+    yield from replicated(ctx, raw, pool_id, request.lease_id)
+    leased = reply.leased
+    if leased is None or not leased.state or not leased.record:
+        return Acquired(None, None, reply.counters)  # the proxy was deleted since
+    proxy = codec.decode_proxy(
+        leased.proxy_id, pool_id, leased.state, leased.lease_count, leased.record
+    )
+    return _acquired(ctx, request, pool_id, reply.lease, proxy, reply.counters)
+
+
+def lease_candidates(
+    ctx: Context,
+    pool_id: UUID,
+    request: AcquireRequest,
+    reply: replies.AcquireReply,
+    consumer_id: UUID,
+    duration_us: int,
+    with_counters: bool,
+) -> Op[Union[Acquired, Stale, Missed]]:
+    """Lease the first candidate of a walk that the filters (a predicate) approve.
+
+    The approved ones go to ``lua/lease.lua`` a few at a time, which leases the first that
+    is still available; :class:`Missed` when none was.
+    """
+    counters = reply.counters
+    pending = matching(reply.found, pool_id, request.filters)
+    while chosen := {str(p.id): p for p in islice(pending, LEASE_CANDIDATES)}:
+        taken = yield from lease_proxy(
+            ctx,
+            pool_id,
+            request.pool_name,
+            list(chosen),
+            request.lease_id,
+            consumer_id,
+            duration_us,
+            move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
+            with_counters=with_counters,
+        )
+        if taken.code in ("nopool", "stale"):
+            return STALE
+        if taken.code in ("ok", "exists"):
+            held = codec.decode_lease(request.lease_id, taken.lease, pool_id, request.pool_name)
+            got = chosen.get(str(held.proxy_id))
+            if got is None:  # a re-sent request found an earlier attempt's lease
+                got = yield from read_proxy(ctx, pool_id, held.proxy_id)
+            if got is None:
+                return Acquired(None, None, taken.counters)
+            got.current_leases = taken.lease_count
+            return _acquired(ctx, request, pool_id, taken.lease, got, taken.counters)
+        counters = taken.counters  # 'unavailable' or 'missing': others were faster
+    return Missed(counters)
 
 
 def _acquired(

@@ -11,22 +11,20 @@ releases nothing twice.
 
 from __future__ import annotations
 
-from itertools import islice
-from typing import NamedTuple, Union
+from typing import NamedTuple
 from uuid import UUID
 
-from pharox import Lease, SelectorStrategy
+from pharox import Lease
 
 from .. import codec, replies
 from ..filters import compile_filters
 from . import acquire as acquiring
-from .acquire import ACQUIRE_RECLAIM, LEASE_CANDIDATES, Acquired, AcquireRequest
-from .batch import STALE, Op, ScriptCall, Stale, one
+from .acquire import ACQUIRE_RECLAIM, Acquired, AcquireRequest
+from .batch import Op, ScriptCall, Stale, one
 from .context import Context
-from .leases import NOTHING_RELEASED, Released, lease_batch, lease_proxy, replicated, unschedule
-from .proxies import read_proxy
+from .leases import NOTHING_RELEASED, Released, lease_batch, unschedule
 from .resolve import ensure_consumer, lease_location
-from .selection import MAX_UNDECIDED, SCAN_BUDGET, matching
+from .selection import MAX_UNDECIDED, SCAN_BUDGET
 from .validation import lease_duration_us
 
 NOTHING = Acquired(None, None, None)
@@ -113,20 +111,14 @@ def rotate(
     name = reply.pool_name or ""
     asked = request._replace(pool_name=name)
     if reply.code in ("ok", "exists"):
-        yield from replicated(ctx, raw, pool_id, request.lease_id)
-        leased = reply.leased
-        if leased is None or not leased.state or not leased.record:
-            return Rotated(done, Acquired(None, None, reply.counters), name)
-        proxy = codec.decode_proxy(
-            leased.proxy_id, pool_id, leased.state, leased.lease_count, leased.record
-        )
-        got = acquiring._acquired(ctx, asked, pool_id, reply.lease, proxy, reply.counters)
-        return Rotated(done, got, name)
-    taken = yield from _candidates(
+        return Rotated(done, (yield from acquiring.took(ctx, asked, pool_id, reply, raw)), name)
+    taken = yield from acquiring.lease_candidates(
         ctx, pool_id, asked, reply, consumer_id, duration_us, with_counters
     )
     if isinstance(taken, Stale):  # the pool was deleted meanwhile
         return Rotated(done, NOTHING, name)
+    if isinstance(taken, acquiring.Missed):
+        taken = Acquired(None, None, taken.counters)
     if taken.lease is None and reply.next_offset >= 0:  # others were faster: walk on
         walked = yield from acquiring._acquire_in(
             ctx,
@@ -140,42 +132,3 @@ def rotate(
         )
         taken = NOTHING if isinstance(walked, Stale) else walked
     return Rotated(done, taken, name)
-
-
-def _candidates(
-    ctx: Context,
-    pool_id: UUID,
-    request: AcquireRequest,
-    reply: replies.AcquireReply,
-    consumer_id: UUID,
-    duration_us: int,
-    with_counters: bool = False,
-) -> Op[Union[Acquired, Stale]]:
-    """Lease the first candidate of a walk that the filters approve, as the acquire does."""
-    counters = reply.counters
-    pending = matching(reply.found, pool_id, request.filters)
-    while chosen := {str(p.id): p for p in islice(pending, LEASE_CANDIDATES)}:
-        taken = yield from lease_proxy(
-            ctx,
-            pool_id,
-            request.pool_name,
-            list(chosen),
-            request.lease_id,
-            consumer_id,
-            duration_us,
-            move_cursor=request.selector is SelectorStrategy.ROUND_ROBIN,
-            with_counters=with_counters,
-        )
-        if taken.code in ("nopool", "stale"):
-            return STALE
-        if taken.code in ("ok", "exists"):
-            held = codec.decode_lease(request.lease_id, taken.lease, pool_id, request.pool_name)
-            got = chosen.get(str(held.proxy_id))
-            if got is None:  # a re-sent request found an earlier attempt's lease
-                got = yield from read_proxy(ctx, pool_id, held.proxy_id)
-            if got is None:
-                return Acquired(None, None, taken.counters)
-            got.current_leases = taken.lease_count
-            return acquiring._acquired(ctx, request, pool_id, taken.lease, got, taken.counters)
-        counters = taken.counters  # 'unavailable' or 'missing': others were faster
-    return Acquired(None, None, counters)
