@@ -32,7 +32,7 @@ from redis.exceptions import (
 )
 
 from .executor import RAW, AsyncExecutor, Executor
-from .failover import DEFAULT_FAILOVER_TIMEOUT, aresend, resend
+from .failover import Resending, aresend, resend
 from .operations.batch import Call, slot_key
 
 # What a node answers, or how it fails, while the cluster changes its mind about a slot.
@@ -56,7 +56,7 @@ def moving(replies: Sequence[Any]) -> None:
             raise reply
 
 
-class ClusterExecutor(Executor):
+class ClusterExecutor(Resending, Executor):
     """Run operations on a Redis Cluster through a ``redis.cluster.RedisCluster`` client.
 
     Parameters
@@ -67,15 +67,6 @@ class ClusterExecutor(Executor):
         Seconds a batch is sent again while the cluster fails over or moves a slot.
 
     """
-
-    def __init__(
-        self,
-        client: Any,
-        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
-        functions: bool = True,
-    ) -> None:
-        super().__init__(client, functions)
-        self.failover_timeout = failover_timeout
 
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send each node its part of the calls; resend while the cluster is changing."""
@@ -98,21 +89,12 @@ class ClusterExecutor(Executor):
         return replies
 
 
-class AsyncClusterExecutor(AsyncExecutor):
+class AsyncClusterExecutor(Resending, AsyncExecutor):
     """Run operations on a Redis Cluster through a ``redis.asyncio.cluster.RedisCluster``.
 
     A node's part of a batch goes out on one of that node's connections as the commands
     of one pipeline (wrapped in ``MULTI``/``EXEC`` when atomic), read back in order.
     """
-
-    def __init__(
-        self,
-        client: Any,
-        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
-        functions: bool = True,
-    ) -> None:
-        super().__init__(client, functions)
-        self.failover_timeout = failover_timeout
 
     async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send each node its part of the calls; resend while the cluster is changing."""

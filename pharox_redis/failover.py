@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
 import redis
 from redis.exceptions import ReadOnlyError
 
-from .executor import AsyncExecutor, Executor
+from .executor import AsyncExecutor, BatchPlan, Executor
 from .operations.batch import Call
 
 T = TypeVar("T")
@@ -77,11 +77,18 @@ async def aresend(
                 await refresh()
 
 
-class SentinelExecutor(Executor):
-    """Run operations on the master a Sentinel names (``Sentinel.master_for(...)``).
+class Resending(BatchPlan):
+    """What the executors that send a batch again through a failover share: for how long.
 
-    Its client finds the new master by itself when it connects again; this executor sends a
-    batch again, on a fresh connection, until the new master answers.
+    Parameters
+    ----------
+    client:
+        The redis-py client the executor sends through.
+    failover_timeout:
+        Seconds a batch is sent again while the deployment changes its master.
+    functions:
+        Use the function library where the server has it (see ``executor.py``).
+
     """
 
     def __init__(
@@ -93,22 +100,21 @@ class SentinelExecutor(Executor):
         super().__init__(client, functions)
         self.failover_timeout = failover_timeout
 
+
+class SentinelExecutor(Resending, Executor):
+    """Run operations on the master a Sentinel names (``Sentinel.master_for(...)``).
+
+    Its client finds the new master by itself when it connects again; this executor sends a
+    batch again, on a fresh connection, until the new master answers.
+    """
+
     def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send the calls; resend while the master is being replaced."""
         return resend(lambda: self.send_to(self.client, calls, atomic), self.failover_timeout)
 
 
-class AsyncSentinelExecutor(AsyncExecutor):
+class AsyncSentinelExecutor(Resending, AsyncExecutor):
     """The asyncio twin of :class:`SentinelExecutor`."""
-
-    def __init__(
-        self,
-        client: Any,
-        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
-        functions: bool = True,
-    ) -> None:
-        super().__init__(client, functions)
-        self.failover_timeout = failover_timeout
 
     async def send(self, calls: Sequence[Call], atomic: bool) -> list[Any]:
         """Send the calls; resend while the master is being replaced."""
