@@ -274,6 +274,25 @@ local function end_lease(lease_id, raw, now, retention_us)
   return encoded, due <= now
 end
 
+
+-- Release one lease, as release.lua, rotate.lua and release_many.lua do: idempotent, and a
+-- no-op for a lease already over, so a retry reports what the first run did. Returns the
+-- code ('released' in time, 'expired' past its deadline, 'noop' released before, 'missing')
+-- and the lease record JSON (false when missing).
+local function release_one(lease_id, now, retention_us)
+  local raw = redis.call('HGET', K_LEASES, lease_id)
+  if not raw then
+    return 'missing', false
+  end
+  if not string.find(raw, '"released"', 1, true) then
+    local ended, expired = end_lease(lease_id, raw, now, retention_us)
+    return expired and 'expired' or 'released', ended
+  end
+  local rec = cjson.decode(raw)
+  local expired = tonumber(rec.released) >= tonumber(rec.expires)
+  return expired and 'expired' or 'noop', raw
+end
+
 -- Release at most `batch` of this pool's due time line entries: active leases whose deadline
 -- has passed are ended, released records whose retention has passed are purged. Returns how
 -- many leases were released and whether the batch was full (more may be due).

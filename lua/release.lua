@@ -14,14 +14,8 @@ local name, refused = pool_named('')
 if not name then
   return refused
 end
-local raw = redis.call('HGET', K_LEASES, lease_id)
-if not raw then
+local code, rec = release_one(lease_id, now_us(), retention_us)
+if code == 'missing' then
   return answer('missing', name, with_counters)
 end
-if not string.find(raw, '"released"', 1, true) then
-  local ended, expired = end_lease(lease_id, raw, now_us(), retention_us)
-  return answer(expired and 'expired' or 'released', name, with_counters, {ended})
-end
-local rec = cjson.decode(raw)
-local expired = tonumber(rec.released) >= tonumber(rec.expires)
-return answer(expired and 'expired' or 'noop', name, with_counters, {raw})
+return answer(code, name, with_counters, {rec})

@@ -17,16 +17,7 @@ local now = now_us()
 local fields = {}
 for i = 2, #ARGV do
   local lease_id = ARGV[i]
-  local raw = redis.call('HGET', K_LEASES, lease_id)
-  local code, rec = 'missing', false
-  if raw and not string.find(raw, '"released"', 1, true) then
-    local ended, expired = end_lease(lease_id, raw, now, retention_us)
-    code, rec = expired and 'expired' or 'released', ended
-  elseif raw then
-    local old = cjson.decode(raw)
-    local expired = old.released and tonumber(old.released) >= tonumber(old.expires)
-    code, rec = expired and 'expired' or 'noop', raw
-  end
+  local code, rec = release_one(lease_id, now, retention_us)
   fields[#fields + 1] = code
   fields[#fields + 1] = rec
 end

@@ -46,19 +46,9 @@ end
 local sched = scheduled_at()
 local now = now_us()
 
--- The release, as release.lua does it: idempotent, so a retry reports what the first run did.
+-- The release, as release.lua does it (release_one in _pool.lua).
 local function release_old()
-  local raw = redis.call('HGET', K_LEASES, old_id)
-  if not raw then
-    return 'missing', false
-  end
-  if not string.find(raw, '"released"', 1, true) then
-    local ended, expired = end_lease(old_id, raw, now, retention_us)
-    return expired and 'expired' or 'released', ended
-  end
-  local rec = cjson.decode(raw)
-  local expired = rec.released and tonumber(rec.released) >= tonumber(rec.expires)
-  return expired and 'expired' or 'noop', raw
+  return release_one(old_id, now, retention_us)
 end
 
 local function reply(code, released_code, released, fields)
