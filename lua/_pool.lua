@@ -4,10 +4,12 @@
 -- Every pool script receives the keys of one pool first, all under the pool's hash tag
 -- <prefix>:{p:<pool-uuid>}, in the order of pharox_redis/keys.py's PoolKeys, which is their
 -- one definition: scripts.py binds them to locals named after its fields (K_META, K_STATE,
--- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES);
--- PoolKeys' docstring says what each holds.
+-- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES,
+-- K_COOLING, K_BLOCKED); PoolKeys' docstring says what each holds.
 --
--- "Available" means status active and lease count below max concurrency (no max: unlimited).
+-- "Available" means usable (status active and not in a cool-down: usable() and usable_st())
+-- and lease count below max concurrency (no max: unlimited). A proxy in a cool-down (state
+-- field 'k', see _outcome.lua) is in no availability set; _outcome.lua puts it back.
 -- The availability sets (one per selector order) are kept only for the selectors the pool
 -- has been asked for: meta field 'set:<set>' is 'r' when the set is ready, an HSCAN cursor
 -- while it is being built (ensure_set), absent when the set is not kept. Every script that
@@ -30,13 +32,14 @@ local SET_KEYS = {}
 local SELECTOR_SETS = {first_available = 'first', least_used = 'least',
                        round_robin = 'rr', lowest_latency = 'latency'}
 local META_HEAD = {'name', 'sched', 'set:first', 'set:least', 'set:rr', 'set:latency',
-                   'used:first', 'used:least', 'used:rr', 'used:latency'}
+                   'used:first', 'used:least', 'used:rr', 'used:latency', 'cool'}
 local BUILD_STEP = 2000  -- proxies one ensure_set call adds to a set being built
 local USE_REFRESH_S = 3600  -- how stale a set's 'used:<set>' stamp may get before it is rewritten
 
 -- What pool_named read from K_META: SETS[set] is 'r', a build cursor, or nil; USED[set] the
--- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil.
-local SETS, USED, SCHED = {}, {}, nil
+-- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil; COOL the
+-- 'cool' field (see _outcome.lua) or nil.
+local SETS, USED, SCHED, COOL = {}, {}, nil, nil
 
 -- The lease count and status of a proxy, and the fields its placements need, read from its
 -- state JSON without decoding it: pharox_redis/codec.py writes these keys (cjson may reorder
@@ -48,7 +51,20 @@ local function peek(state)
     c = string.match(state, '"c":"(%d+)"'),
     f = string.match(state, '"f":"(%-?%d+)"'),
     l = tonumber(string.match(state, '"l":(%d+)')),
+    k = string.match(state, '"k":"(%d+)"'),
   }
+end
+
+-- Whether a proxy may be leased at all, whatever its lease count: status active and not in a
+-- cool-down. usable() reads the state JSON, usable_st() a decoded or peeked state; a hand-off
+-- to a waiting acquire must check it too.
+local function usable(state)
+  return string.find(state, '"s":"active"', 1, true) ~= nil
+    and string.find(state, '"k":"', 1, true) == nil
+end
+
+local function usable_st(st)
+  return st.s == 'active' and st.k == nil
 end
 
 -- The five pool counters, derived: total = proxies, active = the 'active' field scripts keep
@@ -76,9 +92,17 @@ local function counters()
       local state = redis.call('HGET', K_STATE, flat[i])
       if state then
         local st = peek(state)
-        if st.s == 'active' and st.m and tonumber(flat[i + 1]) >= st.m then
+        if usable_st(st) and st.m and tonumber(flat[i + 1]) >= st.m then
           available = available - 1
         end
+      end
+    end
+    -- Active proxies in a cool-down (their lease count does not matter: not counted above).
+    local cooling = redis.call('ZRANGE', K_COOLING, 0, -1)
+    for _, id in ipairs(cooling) do
+      local state = redis.call('HGET', K_STATE, id)
+      if state and string.find(state, '"s":"active"', 1, true) and not usable(state) then
+        available = available - 1
       end
     end
   end
@@ -105,6 +129,7 @@ local function pool_named(expected)
     return nil, answer('nopool', false, false)
   end
   SCHED = tonumber(head[2])
+  COOL = tonumber(head[11])
   for i, set in ipairs(SET_NAMES) do
     SETS[set] = head[2 + i] or nil
     USED[set] = tonumber(head[6 + i])
@@ -125,7 +150,7 @@ local function load_proxy(id)
 end
 
 local function available(p)
-  return p ~= nil and p.st.s == 'active' and (p.st.m == nil or p.n < p.st.m)
+  return p ~= nil and usable_st(p.st) and (p.st.m == nil or p.n < p.st.m)
 end
 
 -- Member and score of an available proxy in a set (st: decoded or peeked state).
@@ -194,7 +219,7 @@ local function ensure_set(set)
     for i, id in ipairs(ids) do
       local st = peek(fields[2 * i])
       local n = tonumber(counts[i]) or 0
-      if st.s == 'active' and (st.m == nil or n < st.m) then
+      if usable_st(st) and (st.m == nil or n < st.m) then
         local member, score = placement(set, id, st, n)
         args[#args + 1] = score
         args[#args + 1] = member
@@ -236,7 +261,7 @@ local function free_slot(id)
     return
   end
   local state = redis.call('HGET', K_STATE, id)
-  if not state or not string.find(state, '"s":"active"', 1, true) then
+  if not state or not usable(state) then
     return
   end
   local m = tonumber(string.match(state, '"m":(%d+)'))

@@ -101,9 +101,10 @@ end
 -- state JSON, lease count, record); the lease count is false for a match (the caller that
 -- leases it learns the count from start_lease, find.lua reads it). Stops after the first
 -- match, after `max_undecided` undecided candidates, or after examining `budget` proxies.
--- Returns the position to continue from, or -1 when the order is exhausted. The selector's
--- set must be ready (ensure_set in _pool.lua).
-local function walk(out, selector, filter_json, offset, budget, max_undecided)
+-- With a `target` domain (else nil), proxies blocked for it at `now` are skipped (see
+-- blocked() in _outcome.lua). Returns the position to continue from, or -1 when the order
+-- is exhausted. The selector's set must be ready (ensure_set in _pool.lua).
+local function walk(out, selector, filter_json, offset, budget, max_undecided, target, now)
   local order = SET_KEYS[SELECTOR_SETS[selector]]
   local least = selector == 'least_used'
   local function candidate(member, verdict, state)
@@ -129,8 +130,10 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided)
     if #first == 0 then
       return -1
     end
-    candidate(first[1], true)
-    return 1  -- a walk continued from here finds out whether more follow
+    if not blocked(target, least and string.sub(first[1], -36) or first[1], now) then
+      candidate(first[1], true)
+      return 1  -- a walk continued from here finds out whether more follow
+    end
   end
   local filter = nil
   if filter_json ~= '' then
@@ -157,7 +160,9 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided)
       local id = least and string.sub(member, -36) or member
       local state = redis.call('HGET', K_STATE, id)
       local verdict = true
-      if filter then
+      if blocked(target, id, now) then
+        verdict = false
+      elseif filter then
         verdict = matches(filter, cjson.decode(state))
       end
       if verdict ~= false then

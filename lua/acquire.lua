@@ -18,6 +18,10 @@
 -- ARGV[12] '1' when schedule.lua follows in the same pipeline, else '0': then a lease is made
 --   only if the pool's cleanup entry already covers it (see scheduled_at in _pool.lua)
 -- ARGV[13] '1' to have the pool counters in the reply, else '0'
+-- ARGV[14] target domain (normalised, see pharox_redis/outcome.py), or '' (or absent) for
+--   none: proxies blocked for it are skipped
+-- Before walking, a bounded step puts back proxies whose cool-down ended (restore_due in
+-- _outcome.lua).
 -- Returns (see _pool.lua) {code, name, counters, covered, ...}: covered is 1 when a later
 --   lease of the same duration needs no schedule.lua call; then by code:
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
@@ -33,6 +37,7 @@ local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonu
 local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
 local with_schedule, with_counters = ARGV[12] == '1', ARGV[13] == '1'
+local target = (ARGV[14] or '') ~= '' and ARGV[14] or nil
 
 local name, refused = pool_named(expected_name)
 if not name then
@@ -59,6 +64,7 @@ end
 if reclaim_batch > 0 then
   reclaim_due(now, retention_us, reclaim_batch)
 end
+restore_due(now)
 local set = SELECTOR_SETS[selector]
 if not ensure_set(set) then
   return answer('build', name, false)
@@ -66,7 +72,7 @@ end
 note_use(set, now)
 
 local items = {}
-local next_offset = walk(items, selector, filter_json, offset, budget, max_undecided)
+local next_offset = walk(items, selector, filter_json, offset, budget, max_undecided, target, now)
 if items[2] == 1 then
   local id, state, record = items[1], items[3], items[5]
   local rec, count = start_lease(id, state, lease_id, consumer_id, now, duration_us)

@@ -96,6 +96,7 @@ end
 if reclaim_batch > 0 then
   reclaim_due(now, retention_us, reclaim_batch)
 end
+restore_due(now)  -- proxies whose cool-down ended (_outcome.lua)
 
 -- How many leases of this call a proxy (loaded as p) may take.
 local function slots(p)

@@ -17,5 +17,8 @@ reindex(id, old, nil)
 redis.call('HDEL', K_STATE, id)
 redis.call('HDEL', K_RECORDS, id)
 redis.call('HDEL', K_COUNTS, id)
-redis.call('DEL', KEYS[12])
+if old.st.k then
+  redis.call('ZREM', K_COOLING, id)  -- its blocks (K_BLOCKED) expire and are pruned
+end
+redis.call('DEL', KEYS[#KEYS])
 return answer('ok', name, false)

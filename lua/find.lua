@@ -20,6 +20,8 @@ local name, refused = pool_named(expected_name)
 if not name then
   return refused
 end
+local now = now_us()
+restore_due(now)  -- proxies whose cool-down ended (_outcome.lua)
 local set = SELECTOR_SETS[selector]
 if not ensure_set(set) then
   return answer('build', name, false)
@@ -34,5 +36,5 @@ end
 if selector == 'round_robin' and out[6] == 1 then
   redis.call('SET', K_CURSOR, out[5])
 end
-note_use(set, now_us())
+note_use(set, now)
 return out

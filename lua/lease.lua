@@ -50,7 +50,7 @@ for i = 2, #ARGV do
       found = true
       local st = peek(raw)
       local n = tonumber(redis.call('HGET', K_COUNTS, ARGV[i])) or 0
-      if st.s == 'active' and (st.m == nil or n < st.m) then
+      if usable_st(st) and (st.m == nil or n < st.m) then
         proxy_id, state = ARGV[i], raw
         break
       end

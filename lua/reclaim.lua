@@ -18,6 +18,7 @@ if not name then
 end
 local now = now_us()
 local reclaimed, more = reclaim_due(now, retention_us, batch)
+restore_due(now)  -- proxies whose cool-down ended (_outcome.lua)
 -- The earliest active deadline: the first whole score on the time line. Past a window of
 -- purge entries, the window's end stands in for it (early is safe: cleanup then purges).
 local window = redis.call('ZRANGE', K_DEADLINES, 0, LOOKAHEAD - 1, 'WITHSCORES')

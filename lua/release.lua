@@ -5,6 +5,11 @@
 -- ARGV[1] lease id (UUID string)
 -- ARGV[2] retention of released lease records in microseconds (integer >= 0)
 -- ARGV[3] '1' to have the pool counters in the reply, else '0'
+-- ARGV[4..10] optional: an outcome to apply to the lease's proxy (see _outcome.lua): kind
+--   'ok' | 'failed' | 'blocked', the latency in ms (number) or the domain, then the storage's
+--   OutcomePolicy: latency alpha, base and longest cool-down (us), failures that mark the
+--   proxy inactive (0: never), block duration (us). Applied once per lease: a re-sent
+--   release finds the record marked "o" and applies nothing again.
 -- Returns (see _pool.lua) {code, name, counters, lease JSON}: code 'released' (in time),
 --   'expired' (its deadline had passed: ended now, or reclaimed before), or 'noop' (it was
 --   released before) | {'missing', name, counters} | 'nopool'
@@ -14,8 +19,13 @@ local name, refused = pool_named('')
 if not name then
   return refused
 end
-local code, rec = release_one(lease_id, now_us(), retention_us)
+local outcome = outcome_from(ARGV, 4)
+local now = now_us()
+local code, rec = release_one(lease_id, now, retention_us)
 if code == 'missing' then
   return answer('missing', name, with_counters)
+end
+if outcome then
+  rec = record_outcome(lease_id, rec, outcome, now)
 end
 return answer(code, name, with_counters, {rec})

@@ -80,6 +80,7 @@ local released_code, released = release_old()
 if reclaim_batch > 0 then
   reclaim_due(now, retention_us, reclaim_batch)
 end
+restore_due(now)  -- proxies whose cool-down ended (_outcome.lua)
 
 local items = {}
 local next_offset = walk(items, selector, filter_json, 0, budget, max_undecided)

@@ -9,6 +9,7 @@ from .keys import KeySchema
 from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
 from .operations.audit import AuditReport, Drift
+from .outcome import Outcome, OutcomePolicy
 from .storage import RedisStorage
 
 __version__ = "0.1.0"
@@ -22,6 +23,8 @@ __all__ = [
     "LeaseLostError",
     "LeasedProxy",
     "NotReplicatedError",
+    "Outcome",
+    "OutcomePolicy",
     "RedisProxyManager",
     "RedisStorage",
     "RedisStorageError",

@@ -37,6 +37,7 @@ from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
 from .keepalive import TaskKeepAlive
 from .leased_proxy import LeasedProxy
 from .operations.acquire import AcquireRequest
+from .outcome import Outcome
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -121,9 +122,15 @@ class AsyncRedisProxyManager:
         duration_seconds: float = 300,
         filters: Optional[ProxyFilters] = None,
         selector: Optional[SelectorStrategy] = None,
+        *,
+        target: Optional[str] = None,
     ) -> Optional[LeasedProxy]:
-        """Lease a proxy and return it with its lease, or None when none is available."""
-        asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+        """Lease a proxy and return it with its lease, or None when none is available.
+
+        ``target`` (keyword-only) is the domain the proxy is for: proxies blocked for it
+        (``Outcome.blocked(domain)``) are skipped.
+        """
+        asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector, target)
         return await self._perform(flows.acquire(self.policy, asked))
 
     async def acquire_proxy(
@@ -147,11 +154,15 @@ class AsyncRedisProxyManager:
         selector: Optional[SelectorStrategy] = None,
         retry_config: Optional[RetryConfig] = None,
         sleep_fn: Optional[Callable[[float], Awaitable[None]]] = None,
+        *,
+        target: Optional[str] = None,
     ) -> Optional[LeasedProxy]:
         """Like :meth:`acquire`, trying again with pharox's backoff while none is available."""
 
         def asked() -> AcquireRequest:
-            return flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+            return flows.request(
+                pool_name, consumer_name, duration_seconds, filters, selector, target
+            )
 
         config = retry_config or RetryConfig()
         return await self._perform(flows.acquire_with_retry(self.policy, asked, config, sleep_fn))
@@ -181,12 +192,15 @@ class AsyncRedisProxyManager:
 
     # ------------------------------------------------------------------ release, renew
 
-    async def release_proxy(self, lease: Union[Lease, LeasedProxy]) -> None:
+    async def release_proxy(
+        self, lease: Union[Lease, LeasedProxy], *, outcome: Optional[Outcome] = None
+    ) -> None:
         """Release a lease (or a LeasedProxy); idempotent, one round trip.
 
-        An overrun is logged and marked as :meth:`RedisProxyManager.release_proxy` says.
+        An overrun is logged and marked, and ``outcome`` applied, as
+        :meth:`RedisProxyManager.release_proxy` says.
         """
-        await self._perform(flows.release(self.policy, lease))
+        await self._perform(flows.release(self.policy, lease, outcome=outcome))
 
     async def renew_lease(self, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Lease:
         """Extend an active lease to end ``duration_seconds`` from now (server clock).
@@ -292,6 +306,7 @@ class AsyncRedisProxyManager:
         *,
         keep_alive: bool = False,
         retry_config: Optional[RetryConfig] = None,
+        target: Optional[str] = None,
     ) -> AsyncIterator[Optional[LeasedProxy]]:
         """Lease a proxy for the block and yield it with its lease (None when none is free).
 
@@ -305,15 +320,25 @@ class AsyncRedisProxyManager:
             :class:`~pharox_redis.errors.LeaseLostError`.
         retry_config:
             When given, wait and try again while no proxy is available.
+        target:
+            The domain the proxy is for: proxies blocked for it are skipped (see
+            ``Outcome.blocked``). Inside the block, ``leased.report(outcome)`` records what
+            happened; leaving the block releases the lease with that outcome.
 
         """
         if retry_config is None:
             leased = await self.acquire(
-                pool_name, consumer_name, duration_seconds, filters, selector
+                pool_name, consumer_name, duration_seconds, filters, selector, target=target
             )
         else:
             leased = await self.acquire_with_retry(
-                pool_name, consumer_name, duration_seconds, filters, selector, retry_config
+                pool_name,
+                consumer_name,
+                duration_seconds,
+                filters,
+                selector,
+                retry_config,
+                target=target,
             )
         async with self._holding(leased, duration_seconds, keep_alive) as held:
             yield held

@@ -45,8 +45,10 @@ class ProxyState(msgspec.Struct, omit_defaults=True):
     """Everything Lua reads or changes about a proxy (JSON; keys are short, one per proxy).
 
     ``s`` status, ``m`` max concurrency (absent: unlimited), ``c`` checked_at sort key,
-    ``f`` FIRST_AVAILABLE score, ``l``/``t`` latest reachable latency (ms) and its
-    checked_at (us), then the filter attributes. Numbers that must stay exact are strings.
+    ``f`` FIRST_AVAILABLE score, ``l``/``t`` latency (ms: the latest health check's, or
+    the average of reported outcomes) and when it was set (us), ``x`` consecutive failures
+    reported and ``k`` the end of a cool-down (us; ``lua/_outcome.lua`` keeps both), then
+    the filter attributes. Numbers that must stay exact are strings.
     """
 
     s: str
@@ -55,6 +57,8 @@ class ProxyState(msgspec.Struct, omit_defaults=True):
     m: Optional[int] = None
     l: Optional[int] = None  # noqa: E741 - one-letter JSON keys keep every proxy small
     t: Optional[str] = None
+    x: Optional[int] = None
+    k: Optional[str] = None
     src: Optional[str] = None
     co: Optional[str] = None
     ci: Optional[str] = None

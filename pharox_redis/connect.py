@@ -35,6 +35,7 @@ from .executor import AsyncExecutor, Executor
 from .failover import DEFAULT_FAILOVER_TIMEOUT, AsyncSentinelExecutor, SentinelExecutor
 from .keys import KeySchema
 from .operations.context import Context
+from .outcome import DEFAULT_POLICY, OutcomePolicy
 
 RETRIED_ERRORS = (redis.ConnectionError,)  # what redis-py's Retry re-sends (from_url)
 DEFAULT_LEASE_RETENTION_SECONDS = 300.0
@@ -47,6 +48,7 @@ STORAGE_OPTIONS = (
     "wait_timeout",
     "failover_timeout",
     "functions",
+    "outcomes",
 )
 CLUSTER_CLIENTS = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 SENTINEL_POOLS = (
@@ -86,6 +88,10 @@ class StorageBase:
         has them (default True): the shared Lua code is then defined once per load, not on
         every call. On Redis < 7, or when the ACL refuses ``FCALL`` or ``FUNCTION LOAD``,
         the storage falls back to ``EVALSHA`` by itself; False uses ``EVALSHA`` only.
+    outcomes:
+        How pools react to the outcomes reported with releases: cool-downs after failures,
+        blocks per target domain, the latency average (:class:`~pharox_redis.OutcomePolicy`,
+        defaults documented there).
 
     """
 
@@ -105,10 +111,16 @@ class StorageBase:
         wait_timeout: float = 0.05,
         failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
         functions: bool = True,
+        outcomes: OutcomePolicy = DEFAULT_POLICY,
     ) -> None:
         self.client = client
         self.context = Context(
-            KeySchema(prefix), lease_retention_seconds, health_history, wait_replicas, wait_timeout
+            KeySchema(prefix),
+            lease_retention_seconds,
+            health_history,
+            wait_replicas,
+            wait_timeout,
+            outcomes,
         )
         if isinstance(client, CLUSTER_CLIENTS):
             self.executor = self.cluster_executor_class(client, failover_timeout, functions)

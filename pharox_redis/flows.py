@@ -44,6 +44,7 @@ from .operations.acquire import Acquired, AcquireRequest
 from .operations.batch import Op
 from .operations.context import Context
 from .operations.leases import Released
+from .outcome import Outcome, check_outcome, normalize_domain
 
 T = TypeVar("T")
 log = logging.getLogger("pharox_redis")
@@ -133,10 +134,15 @@ def request(
     duration_seconds: float,
     filters: Optional[ProxyFilters],
     selector: Optional[SelectorStrategy],
+    target: Optional[str] = None,
 ) -> AcquireRequest:
-    """Return the acquire request for these arguments, with a fresh lease id."""
+    """Return the acquire request for these arguments, with a fresh lease id.
+
+    ``target`` (a domain, normalised) makes the acquire skip proxies blocked for it.
+    """
     if not isinstance(duration_seconds, (int, float)) or not duration_seconds > 0:
         raise InvalidLeaseError("duration_seconds must be greater than zero.")
+    domain = None if target is None else normalize_domain(target, "target")
     return AcquireRequest(
         pool_name=pool_name,
         consumer_name=consumer_name or DEFAULT_CONSUMER_NAME,
@@ -144,6 +150,7 @@ def request(
         filters=filters,
         selector=SelectorStrategy(selector or SelectorStrategy.FIRST_AVAILABLE),
         lease_id=codec.new_id(),
+        target=domain,
     )
 
 
@@ -209,19 +216,27 @@ def acquire_with_retry(
 
 
 def release(
-    policy: Policy, lease: Union[Lease, LeasedProxy], bounded: bool = False
+    policy: Policy,
+    lease: Union[Lease, LeasedProxy],
+    bounded: bool = False,
+    outcome: Optional[Outcome] = None,
 ) -> Flow[Released]:
     """Release a lease (idempotent), stamp it released, and notify the release callbacks.
 
     When the server says the lease had reached its deadline first (the holder overran
     it), a LeasedProxy is marked lost and a warning is logged. With ``bounded``, the
-    release may take at most the LeasedProxy's remaining time.
+    release may take at most the LeasedProxy's remaining time. The ``outcome`` (by default
+    the one a LeasedProxy was given with ``report``) is applied to the proxy in the same
+    call, once even when the call is sent again.
     """
     held = unwrap_lease(lease)
     leased = lease if isinstance(lease, LeasedProxy) else None
+    outcome = check_outcome(outcome)
+    if outcome is None and leased is not None:
+        outcome = leased.outcome
     done: Released = yield from retried(
         policy,
-        lambda: leases.release(policy.context, held, bool(policy.on_release)),
+        lambda: leases.release(policy.context, held, bool(policy.on_release), outcome),
         leased if bounded else None,
     )
     yield from released(policy, lease, done)

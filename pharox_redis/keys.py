@@ -36,7 +36,14 @@ class PoolKeys(NamedTuple):
     * ``cursor`` string: id of the proxy ``ROUND_ROBIN`` handed out last.
     * ``deadlines`` zset: the lease records' time line: active lease id -> expires_at in
       microseconds (server clock); released lease id -> purge time + 0.5.
-    * ``leases`` hash: lease id -> JSON {proxy, consumer, acquired, expires, released}.
+    * ``leases`` hash: lease id -> JSON {proxy, consumer, acquired, expires, released,
+      ``o`` once an outcome was applied with its release}.
+    * ``cooling`` zset: proxy id -> end of its cool-down in microseconds (server clock): the
+      proxies a failure outcome took out of the availability sets (their state holds the
+      same end as ``k``), put back by a bounded step of acquire and reclaim once it passed.
+    * ``blocked`` zset: ``<domain> <proxy id>`` -> end of the block in microseconds: an
+      acquire with ``target=<domain>`` skips the proxy until then; expired entries are
+      pruned in bounded steps. Pools created before these two keys simply have neither.
     """
 
     meta: str
@@ -50,6 +57,8 @@ class PoolKeys(NamedTuple):
     cursor: str
     deadlines: str
     leases: str
+    cooling: str
+    blocked: str
 
     @property
     def tag(self) -> str:

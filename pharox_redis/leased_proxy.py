@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from pharox import Lease, Proxy
 
 from .errors import LeaseLostError
+from .outcome import Outcome, check_outcome
 
 SAFETY_FRACTION = 0.01  # of the duration: client and server clocks may run at other rates
 SAFETY_MIN_SECONDS = 0.005
@@ -48,7 +49,7 @@ class LeasedProxy:
 
     """
 
-    __slots__ = ("_clock", "_deadline", "_lost", "lease", "proxy")
+    __slots__ = ("_clock", "_deadline", "_lost", "_outcome", "lease", "proxy")
 
     def __init__(
         self,
@@ -62,6 +63,7 @@ class LeasedProxy:
         self._deadline = deadline
         self._clock = clock
         self._lost: Optional[LeaseLostError] = None
+        self._outcome: Optional[Outcome] = None
 
     @property
     def url(self) -> str:
@@ -105,6 +107,20 @@ class LeasedProxy:
         """
         if not self.lost:
             self._deadline = max(self._deadline, local_deadline(sent_at, duration_seconds))
+
+    @property
+    def outcome(self) -> Optional[Outcome]:
+        """Return the outcome reported last (:meth:`report`), or None."""
+        return self._outcome
+
+    def report(self, outcome: Optional[Outcome]) -> None:
+        """Record what happened through the proxy; it is sent with the release.
+
+        Leaving a ``with_proxy`` block, or ``release_proxy(leased)`` without an outcome of
+        its own, releases the lease with the outcome reported last (None takes it back).
+        No I/O.
+        """
+        self._outcome = check_outcome(outcome)
 
     def mark_lost(self, error: LeaseLostError) -> None:
         """Record that the lease is lost (the first loss recorded is kept)."""

@@ -22,6 +22,7 @@ from .flows import Flow, Notify, Policy, Run
 from .keepalive import ThreadKeepAlive
 from .leased_proxy import LeasedProxy
 from .operations.acquire import AcquireRequest
+from .outcome import Outcome
 from .storage import RedisStorage
 
 T = TypeVar("T")
@@ -89,13 +90,17 @@ class RedisProxyManager(ProxyManager):
         duration_seconds: float = 300,
         filters: Optional[ProxyFilters] = None,
         selector: Optional[SelectorStrategy] = None,
+        *,
+        target: Optional[str] = None,
     ) -> Optional[LeasedProxy]:
         """Lease a proxy and return it with its lease, or None when none is available.
 
         One round trip (the first use of a pool or consumer name in a process costs one
         more to resolve it; Python predicates in ``filters`` cost one more per candidate).
+        ``target`` (keyword-only) is the domain the proxy is for: proxies blocked for it
+        (``Outcome.blocked(domain)``) are skipped.
         """
-        asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+        asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector, target)
         return self._perform(flows.acquire(self.policy, asked))
 
     def acquire_proxy(
@@ -119,11 +124,15 @@ class RedisProxyManager(ProxyManager):
         selector: Optional[SelectorStrategy] = None,
         retry_config: Optional[RetryConfig] = None,
         sleep_fn: Optional[Callable[[float], None]] = None,
+        *,
+        target: Optional[str] = None,
     ) -> Optional[LeasedProxy]:
         """Like :meth:`acquire`, trying again with pharox's backoff while none is available."""
 
         def asked() -> AcquireRequest:
-            return flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+            return flows.request(
+                pool_name, consumer_name, duration_seconds, filters, selector, target
+            )
 
         config = retry_config or RetryConfig()
         return self._perform(flows.acquire_with_retry(self.policy, asked, config, sleep_fn))
@@ -153,14 +162,22 @@ class RedisProxyManager(ProxyManager):
 
     # ------------------------------------------------------------------ release, renew
 
-    def release_proxy(self, lease: Union[Lease, LeasedProxy]) -> None:
+    def release_proxy(
+        self, lease: Union[Lease, LeasedProxy], *, outcome: Optional[Outcome] = None
+    ) -> None:
         """Release a lease (or a LeasedProxy); idempotent, one round trip.
 
         When the lease had already reached its deadline (the work overran it, and another
         worker may have had the proxy meanwhile), a warning is logged on the
         ``pharox_redis`` logger and a LeasedProxy is marked lost (``leased.lost``).
+
+        ``outcome`` (:class:`~pharox_redis.Outcome`; by default what a LeasedProxy was
+        given with ``report``) says what happened through the proxy and is applied in the
+        same call: latency average, cool-down, block for a domain (README, "Outcomes and
+        cool-downs"). Applied once per lease, also when the call is sent again; for a lease
+        that is not there, nothing is written and a warning is logged.
         """
-        self._perform(flows.release(self.policy, lease))
+        self._perform(flows.release(self.policy, lease, outcome=outcome))
 
     def renew_lease(self, lease: Union[Lease, LeasedProxy], duration_seconds: float) -> Lease:
         """Extend an active lease to end ``duration_seconds`` from now (server clock).
@@ -283,6 +300,7 @@ class RedisProxyManager(ProxyManager):
         *,
         keep_alive: bool = False,
         retry_config: Optional[RetryConfig] = None,
+        target: Optional[str] = None,
     ) -> Iterator[Optional[LeasedProxy]]:
         """Lease a proxy for the block and yield it with its lease (None when none is free).
 
@@ -297,13 +315,25 @@ class RedisProxyManager(ProxyManager):
             leaving the block raises :class:`~pharox_redis.errors.LeaseLostError`.
         retry_config:
             When given, wait and try again while no proxy is available.
+        target:
+            The domain the proxy is for: proxies blocked for it are skipped (see
+            ``Outcome.blocked``). Inside the block, ``leased.report(outcome)`` records what
+            happened; leaving the block releases the lease with that outcome.
 
         """
         if retry_config is None:
-            leased = self.acquire(pool_name, consumer_name, duration_seconds, filters, selector)
+            leased = self.acquire(
+                pool_name, consumer_name, duration_seconds, filters, selector, target=target
+            )
         else:
             leased = self.acquire_with_retry(
-                pool_name, consumer_name, duration_seconds, filters, selector, retry_config
+                pool_name,
+                consumer_name,
+                duration_seconds,
+                filters,
+                selector,
+                retry_config,
+                target=target,
             )
         with self._holding(leased, duration_seconds, keep_alive) as held:
             yield held

@@ -2,7 +2,8 @@
 
 Every script starts with ``lua/_common.lua`` (clock and integer helpers). A pool script then
 gets one line binding the pool's keys to locals named after :class:`~pharox_redis.keys.PoolKeys`
-(their one definition), ``lua/_pool.lua``, and for those that walk a selector's order
+(their one definition), ``lua/_pool.lua``, ``lua/_outcome.lua`` (outcomes and cool-downs), and
+for those that walk a selector's order
 (``find``, ``acquire``, ``rotate`` and ``acquire_many``) ``lua/_select.lua``, before its own
 body. Sources are read once per process; each executor registers them with its own client,
 so no script state lives in a class or a module global.
@@ -130,7 +131,7 @@ def sources() -> dict[str, ScriptSource]:
     for name in (*POOL_SCRIPTS, *GLOBAL_SCRIPTS):
         pieces = [_read("_common")]
         if name in POOL_SCRIPTS:
-            pieces += [(KEY_BINDING, key_binding()), _read("_pool")]
+            pieces += [(KEY_BINDING, key_binding()), _read("_pool"), _read("_outcome")]
         if name in SELECT_SCRIPTS:
             pieces.append(_read("_select"))
         pieces.append(_read(name))

@@ -42,6 +42,7 @@ class AcquireRequest(NamedTuple):
     filters: Optional[ProxyFilters]
     selector: SelectorStrategy
     lease_id: UUID
+    target: Optional[str] = None  # a normalised domain: proxies blocked for it are skipped
 
 
 class Acquired(NamedTuple):
@@ -104,6 +105,7 @@ def _acquire_in(
             ACQUIRE_RECLAIM,
             "1" if schedule else "0",
             "1" if with_counters else "0",
+            request.target or "",
         )
         raw = yield lease_batch(
             ctx, ScriptCall("acquire", pk, args), pool_id, duration_us, schedule

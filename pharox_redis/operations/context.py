@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from ..keys import KeySchema
+from ..outcome import DEFAULT_POLICY, OutcomePolicy
 from .validation import check_settings
 
 _PROXY_CACHE_LIMIT = 100_000
@@ -29,6 +30,8 @@ class Context:
         Replicas that must acknowledge a new lease (``WAIT``) before it is handed out.
     wait_timeout:
         Seconds ``WAIT`` may block for them.
+    outcomes:
+        How pools react to the outcomes reported with releases (cool-downs, latency).
 
     """
 
@@ -39,13 +42,17 @@ class Context:
         health_history: int,
         wait_replicas: int = 0,
         wait_timeout: float = 0.05,
+        outcomes: OutcomePolicy = DEFAULT_POLICY,
     ) -> None:
+        if not isinstance(outcomes, OutcomePolicy):
+            raise ValueError(f"outcomes must be an OutcomePolicy, got {type(outcomes).__name__}")
         check_settings(lease_retention_seconds, health_history, wait_replicas, wait_timeout)
         self.keys = keys
         self.retention_us = round(lease_retention_seconds * 1_000_000)
         self.health_history = health_history
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = max(1, round(wait_timeout * 1000))
+        self.outcomes = outcomes
         self.pool_ids: dict[str, UUID] = {}  # pool name -> id
         self.consumers: dict[str, UUID] = {}  # consumer name -> id
         self.proxy_pools: dict[UUID, UUID] = {}  # proxy id -> pool id

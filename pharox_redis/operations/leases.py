@@ -18,6 +18,7 @@ from pharox import Lease, LeaseStatus, Proxy, ProxyNotFoundError, ProxyUnavailab
 
 from .. import codec, replies
 from ..errors import LeaseLostError, NotReplicatedError
+from ..outcome import Outcome, check_outcome
 from ..replies import Counters, LeaseReply
 from .batch import STALE, Batch, Call, Command, Op, ScriptCall, Stale, one
 from .context import Context
@@ -175,32 +176,55 @@ def unschedule(ctx: Context, pool_id: UUID) -> Command:
 
 
 def release_call(
-    ctx: Context, pool_id: UUID, lease_id: UUID, with_counters: bool = False
+    ctx: Context,
+    pool_id: UUID,
+    lease_id: UUID,
+    with_counters: bool = False,
+    outcome: Optional[Outcome] = None,
 ) -> ScriptCall:
-    """Return the call that releases a lease (``lua/release.lua``)."""
-    args = (str(lease_id), ctx.retention_us, "1" if with_counters else "0")
+    """Return the call that releases a lease (``lua/release.lua``), with its outcome."""
+    args: tuple[Any, ...] = (str(lease_id), ctx.retention_us, "1" if with_counters else "0")
+    if outcome is not None:
+        args += outcome_args(ctx, outcome)
     return ScriptCall("release", ctx.keys.pool(pool_id), args)
 
 
-def release(ctx: Context, lease: Lease, with_counters: bool = False) -> Op[Released]:
+def outcome_args(ctx: Context, outcome: Outcome) -> tuple[Any, ...]:
+    """Return an outcome and the storage's policy as the release scripts take them."""
+    return (outcome.kind, outcome.value(), *ctx.outcomes.args())
+
+
+def release(
+    ctx: Context, lease: Lease, with_counters: bool = False, outcome: Optional[Outcome] = None
+) -> Op[Released]:
     """Release a lease (idempotent); return when it ended (and the counters after it).
 
     Nothing is known (all None) when the lease's pool is unknown or gone, or no lease has
-    such an id. The counters come back only ``with_counters``.
+    such an id. The counters come back only ``with_counters``. An ``outcome`` is applied
+    to the lease's proxy in the same call, once per lease (see ``lua/_outcome.lua``); for a
+    lease that is not there (never made, or purged after its retention) nothing is written
+    and a warning is logged.
     """
     if not isinstance(lease, Lease):
         raise ValueError(f"expected a pharox Lease, got {type(lease).__name__}")
+    check_outcome(outcome)
     if not isinstance(lease.id, UUID):
+        if outcome is not None:
+            _outcome_dropped(lease, outcome)
         return NOTHING_RELEASED
     pool_id = lease.pool_id if isinstance(lease.pool_id, UUID) else None
     if pool_id is None:
         found = yield from lease_location(ctx, lease.id)
         if found is None:
+            if outcome is not None:
+                _outcome_dropped(lease, outcome)
             return NOTHING_RELEASED
         pool_id = found[0]
-    call = release_call(ctx, pool_id, lease.id, with_counters)
+    call = release_call(ctx, pool_id, lease.id, with_counters, outcome)
     raw, *waited = yield with_wait(ctx, call, pool_id=pool_id)
     reply = replies.release_reply(raw)
+    if outcome is not None and reply.code in ("nopool", "missing"):
+        _outcome_dropped(lease, outcome)
     if reply.code == "nopool":
         return NOTHING_RELEASED
     if waited and reply.code in ("released", "expired") and int(waited[0]) < ctx.wait_replicas:
@@ -213,6 +237,15 @@ def release(ctx: Context, lease: Lease, with_counters: bool = False) -> Op[Relea
         )
     ended = None if reply.lease is None else codec.lease_released_at(reply.lease)
     return Released(ended, reply.counters, reply.code == "expired")
+
+
+def _outcome_dropped(lease: Lease, outcome: Outcome) -> None:
+    log.warning(
+        "Outcome %s of lease %s not recorded: no such lease (never made, its pool deleted, "
+        "or its record purged after the retention).",
+        outcome.kind,
+        lease.id,
+    )
 
 
 def renew(ctx: Context, lease: Lease, duration_seconds: Any) -> Op[Lease]:
