@@ -104,6 +104,20 @@ local function outcome_from(argv, i)
           limit = tonumber(argv[i + 5]), block_us = tonumber(argv[i + 6])}
 end
 
+-- Carry the outcome fields of proxy `id` from its old state `old_st` to the new state `st`
+-- that save_proxies.lua or health.lua writes: kept, unless the proxy is made active again
+-- (from another status), which starts it afresh (no failures, no cool-down).
+local function carry_outcomes(id, old_st, st)
+  if old_st.s ~= 'active' and st.s == 'active' then
+    st.x, st.k = nil, nil
+    if old_st.k then
+      redis.call('ZREM', K_COOLING, id)
+    end
+    return
+  end
+  st.x, st.k = old_st.x, old_st.k
+end
+
 -- Whether proxy `id` is blocked for `target` (a domain, or nil for none) at `now`.
 local function blocked(target, id, now)
   if target == nil or COOL == nil then

@@ -12,8 +12,14 @@
 --              existing proxy; each proxy's lease count equals its active leases. Work:
 --              O(time line entries + leased proxies).
 --   'proxies'  one HSCAN page of :state: a connection record exists, and the proxy is in
---              each kept availability set with the right score exactly when it is available.
+--              each kept availability set with the right score exactly when it is available
+--              (a proxy in a cool-down is not); a proxy in a cool-down (state 'k') is on
+--              :cooling at its end.
 --   'records'  one HSCAN page of :records: each belongs to a proxy.
+--   'cooling'  one rank range of :cooling: each member is a proxy in a cool-down ending at
+--              that score; on the first page, the meta field 'cool' is at or before the
+--              earliest end of :cooling and :blocked (or else a cool-down would never end).
+--   'blocked'  one rank range of :blocked: each member is '<domain> <proxy id>' of a proxy.
 --   'sets'     one rank range of each kept availability set: every member is an available
 --              proxy with that member name; an availability set that is not kept is removed;
 --              on the first page, with 'repair', sets unused for ARGV[7] seconds are dropped
@@ -144,6 +150,13 @@ if step == 'counters' then
         want = want + 1
       end
     end
+    -- Active proxies in a cool-down without leases (those with leases are counted above).
+    for _, id in ipairs(redis.call('ZRANGE', K_COOLING, 0, -1)) do
+      local p = load_proxy(id)
+      if p and p.n == 0 and p.st.s == 'active' and p.st.k then
+        want = want + 1
+      end
+    end
   else
     want = tonumber(ARGV[8]) or 0
   end
@@ -179,6 +192,13 @@ if step == 'proxies' then
         out[6] = out[6] + 1
       end
       local fits = available(p)
+      if p.st.k and not same_score(redis.call('ZSCORE', K_COOLING, id), p.st.k) then
+        report('cooling', id, redis.call('ZSCORE', K_COOLING, id) or nil, p.st.k)
+        if repair then
+          redis.call('ZADD', K_COOLING, p.st.k, id)
+          note_cool(tonumber(p.st.k))
+        end
+      end
       for _, set in ipairs(SET_NAMES) do
         if SETS[set] then
           local key = SET_KEYS[set]
@@ -215,6 +235,48 @@ if step == 'records' then
       end
     end
   end
+  return out
+end
+
+if step == 'cooling' or step == 'blocked' then
+  local start = tonumber(cursor)
+  local key = step == 'cooling' and K_COOLING or K_BLOCKED
+  if start == 0 and step == 'cooling' then
+    local earliest = nil
+    for _, k in ipairs({K_COOLING, K_BLOCKED}) do
+      local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+      if #first > 0 and (earliest == nil or tonumber(first[2]) < earliest) then
+        earliest = tonumber(first[2])
+      end
+    end
+    if earliest and (COOL == nil or COOL > earliest) then
+      report('cooling', '(cool)', COOL and int_str(COOL) or nil, int_str(earliest))
+      if repair then
+        note_cool(earliest)
+      end
+    end
+  end
+  local members = redis.call('ZRANGE', key, start, start + page - 1, 'WITHSCORES')
+  local kept = 0
+  for i = 1, #members, 2 do
+    local member, score = members[i], members[i + 1]
+    out[5] = out[5] + 1
+    local id = step == 'blocked' and string.match(member, ' (.+)$') or member
+    local p = id and load_proxy(id)
+    if not p or (step == 'cooling' and not same_score(score, p.st.k)) then
+      report(step, member, score, p and p.st.k or '')
+      if repair and p and p.st.k then
+        redis.call('ZADD', key, p.st.k, member)  -- it moves: not counted as kept
+      elseif repair then
+        redis.call('ZREM', key, member)
+      else
+        kept = kept + 1
+      end
+    else
+      kept = kept + 1
+    end
+  end
+  out[4] = #members / 2 == page and tostring(start + kept) or '0'
   return out
 end
 

@@ -1,6 +1,8 @@
 -- health.lua: store a health record for a proxy and, for a health check result, apply its
 -- status and checked_at. A reachable record with a latency newer than the one known sets the
--- proxy's latency (LOWEST_LATENCY order). History is capped per proxy.
+-- proxy's latency (LOWEST_LATENCY order). A result that makes an inactive proxy active again
+-- clears its failures and cool-down (carry_outcomes in _outcome.lua). History is capped per
+-- proxy.
 -- KEYS the pool's keys (see _pool.lua), then <prefix>:{p:<pool>}:health:<proxy id>  zset: record JSON scored by checked_at_us
 -- ARGV[1]  proxy id (UUID string)
 -- ARGV[2]  '1' to apply status and checked_at to the proxy, '0' to store the record only
@@ -44,6 +46,7 @@ redis.call('ZREMRANGEBYRANK', KEYS[#KEYS], 0, -(cap + 1))
 local st, changed = cjson.decode(redis.call('HGET', K_STATE, id)), false
 if apply then
   st.s, st.c, st.f, changed = ARGV[9], ARGV[11], ARGV[12], true
+  carry_outcomes(id, p.st, st)
 end
 if reachable and latency ~= '' and (st.t == nil or tonumber(checked_us) >= tonumber(st.t)) then
   st.l, st.t, changed = tonumber(latency), checked_us, true

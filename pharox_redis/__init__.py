@@ -9,7 +9,7 @@ from .keys import KeySchema
 from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
 from .operations.audit import AuditReport, Drift
-from .outcome import Outcome, OutcomePolicy
+from .outcome import Outcome, OutcomePolicy, OutcomeStats
 from .storage import RedisStorage
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "NotReplicatedError",
     "Outcome",
     "OutcomePolicy",
+    "OutcomeStats",
     "RedisProxyManager",
     "RedisStorage",
     "RedisStorageError",

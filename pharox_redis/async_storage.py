@@ -30,6 +30,7 @@ from .failover import AsyncSentinelExecutor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
 from .operations.audit import AuditReport, audit
+from .outcome import OutcomeStats
 
 
 class AsyncRedisStorage(StorageBase, IAsyncStorage):
@@ -115,6 +116,13 @@ class AsyncRedisStorage(StorageBase, IAsyncStorage):
     async def get_pool_stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
         """Return a pool's counters in one round trip, or None for an unknown pool."""
         return await self.executor.run(pools.get_pool_stats(self.context, pool_name))
+
+    async def get_outcome_stats(self, pool_name: str) -> Optional[OutcomeStats]:
+        """Return a pool's counters with its cool-downs and blocks (one round trip), or None.
+
+        See :class:`~pharox_redis.outcome.OutcomeStats`.
+        """
+        return await self.executor.run(pools.get_outcome_stats(self.context, pool_name))
 
     async def add_proxies_bulk(self, proxies: Sequence[Proxy]) -> int:
         """Insert or update many proxies, pipelined; nothing is written if a pool is missing."""

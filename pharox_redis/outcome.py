@@ -23,7 +23,9 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
+
+from pharox import PoolStatsSnapshot
 
 from .codec import MAX_EXACT
 
@@ -205,3 +207,23 @@ class OutcomePolicy:
 
 
 DEFAULT_POLICY = OutcomePolicy()
+
+
+class OutcomeStats(NamedTuple):
+    """A pool's counters and what outcomes did to it, read in one atomic call.
+
+    Attributes
+    ----------
+    stats:
+        pharox's snapshot, as ``get_pool_stats`` returns it (a proxy in a cool-down counts
+        as active, not as available).
+    cooling:
+        Proxies in a cool-down after failures (out of every acquire until it ends).
+    blocked:
+        Blocks for a domain in force (one per domain and proxy).
+
+    """
+
+    stats: PoolStatsSnapshot
+    cooling: int
+    blocked: int

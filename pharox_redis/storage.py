@@ -30,6 +30,7 @@ from .failover import SentinelExecutor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
 from .operations.audit import AuditReport, audit
+from .outcome import OutcomeStats
 
 
 class RedisStorage(StorageBase, IStorage):
@@ -109,6 +110,13 @@ class RedisStorage(StorageBase, IStorage):
     def get_pool_stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
         """Return a pool's counters in one round trip, or None for an unknown pool."""
         return self.executor.run(pools.get_pool_stats(self.context, pool_name))
+
+    def get_outcome_stats(self, pool_name: str) -> Optional[OutcomeStats]:
+        """Return a pool's counters with its cool-downs and blocks (one round trip), or None.
+
+        See :class:`~pharox_redis.outcome.OutcomeStats`.
+        """
+        return self.executor.run(pools.get_outcome_stats(self.context, pool_name))
 
     def add_proxies_bulk(self, proxies: Sequence[Proxy]) -> int:
         """Insert or update many proxies, pipelined; nothing is written if a pool is missing."""

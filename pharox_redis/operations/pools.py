@@ -15,6 +15,7 @@ from pharox import PoolNotFoundError, PoolStatsSnapshot, ProxyPool
 
 from .. import codec, replies
 from ..codec import text
+from ..outcome import OutcomeStats
 from .batch import STALE, Batch, Command, Op, ScriptCall, Stale, one
 from .context import Context
 from .resolve import in_named_pool, pool_list
@@ -110,12 +111,23 @@ def get_pool_stats(ctx: Context, pool_name: str) -> Op[Optional[PoolStatsSnapsho
     The counters are derived atomically (see ``counters()`` in ``lua/_pool.lua``): the work
     grows with the number of leased proxies.
     """
+    found = yield from get_outcome_stats(ctx, pool_name)
+    return None if found is None else found.stats
 
-    def read(uid: UUID) -> Op[Union[PoolStatsSnapshot, Stale]]:
+
+def get_outcome_stats(ctx: Context, pool_name: str) -> Op[Optional[OutcomeStats]]:
+    """Return the pool's counters with its cool-downs and blocks, read in one atomic call.
+
+    None for an unknown pool. Same work as :func:`get_pool_stats`.
+    """
+
+    def read(uid: UUID) -> Op[Union[OutcomeStats, Stale]]:
         (raw,) = yield one(ScriptCall("stats", ctx.keys.pool(uid), (pool_name,)))
         reply = replies.pool_reply(raw)
         if reply.code != "ok" or reply.counters is None:
             return STALE
-        return codec.stats_snapshot(pool_name, [int(v) for v in reply.counters])
+        stats = codec.stats_snapshot(pool_name, [int(v) for v in reply.counters])
+        cooling, blocked = (int(v) for v in reply.fields[:2])
+        return OutcomeStats(stats, cooling, blocked)
 
     return (yield from in_named_pool(ctx, pool_name, read))
