@@ -93,8 +93,8 @@ local function record_outcome(lease_id, raw, o, now)
   return marked
 end
 
--- The outcome in ARGV from position i (kind, value, alpha, base_us, max_us, limit, block_us),
--- or nil when ARGV[i] is absent or ''.
+-- The outcome in `argv` from position i (kind, value, alpha, base_us, max_us, limit,
+-- block_us), or nil when argv[i] is absent or ''.
 local function outcome_from(argv, i)
   if argv[i] == nil or argv[i] == '' then
     return nil
@@ -102,6 +102,15 @@ local function outcome_from(argv, i)
   return {kind = argv[i], value = argv[i + 1], alpha = tonumber(argv[i + 2]),
           base_us = tonumber(argv[i + 3]), max_us = tonumber(argv[i + 4]),
           limit = tonumber(argv[i + 5]), block_us = tonumber(argv[i + 6])}
+end
+
+-- Split a string at spaces (release_many.lua's entries and policy).
+local function words(text)
+  local out = {}
+  for word in string.gmatch(text, '%S+') do
+    out[#out + 1] = word
+  end
+  return out
 end
 
 -- Carry the outcome fields of proxy `id` from its old state `old_st` to the new state `st`

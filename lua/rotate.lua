@@ -22,6 +22,9 @@
 -- ARGV[11] most expired leases reclaimed by this call (integer >= 0)
 -- ARGV[12] '1' when schedule.lua follows in the same pipeline, else '0' (see acquire.lua)
 -- ARGV[13] '1' to have the pool counters in the reply, else '0'
+-- ARGV[14] target domain of the new lease, or '' (or absent): as acquire.lua's ARGV[14]
+-- ARGV[15..21] optional: the outcome of the released lease, as release.lua's ARGV[4..10];
+--   applied with the release, before the walk (a proxy it cools down is not picked)
 -- Returns (see _pool.lua) {code, name, counters, release code, released lease JSON,
 --   covered, ...}: the release code is release.lua's ('released' | 'expired' | 'noop' |
 --   'missing'; the JSON false when missing); covered and what follows as in acquire.lua by
@@ -37,6 +40,8 @@ local old_id, lease_id, consumer_id = ARGV[6], ARGV[7], ARGV[8]
 local duration_us, retention_us = tonumber(ARGV[9]), tonumber(ARGV[10])
 local reclaim_batch, with_schedule = tonumber(ARGV[11]), ARGV[12] == '1'
 local with_counters = ARGV[13] == '1'
+local target = (ARGV[14] or '') ~= '' and ARGV[14] or nil
+local outcome = outcome_from(ARGV, 15)
 
 local name, refused = pool_named(expected_name)
 if not name then
@@ -48,7 +53,11 @@ local now = now_us()
 
 -- The release, as release.lua does it (release_one in _pool.lua).
 local function release_old()
-  return release_one(old_id, now, retention_us)
+  local code, rec = release_one(old_id, now, retention_us)
+  if outcome and code ~= 'missing' then
+    rec = record_outcome(old_id, rec, outcome, now)
+  end
+  return code, rec
 end
 
 local function reply(code, released_code, released, fields)
@@ -83,7 +92,7 @@ end
 restore_due(now)  -- proxies whose cool-down ended (_outcome.lua)
 
 local items = {}
-local next_offset = walk(items, selector, filter_json, 0, budget, max_undecided)
+local next_offset = walk(items, selector, filter_json, 0, budget, max_undecided, target, now)
 if items[2] == 1 then
   local id, state, record = items[1], items[3], items[5]
   local rec, count = start_lease(id, state, lease_id, consumer_id, now, duration_us)

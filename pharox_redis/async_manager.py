@@ -218,15 +218,18 @@ class AsyncRedisProxyManager:
         duration_seconds: float = 300,
         filters: Optional[ProxyFilters] = None,
         selector: Optional[SelectorStrategy] = None,
+        *,
+        target: Optional[str] = None,
+        outcome: Optional[Outcome] = None,
     ) -> Optional[LeasedProxy]:
         """Release ``leased`` and lease the next proxy of its pool, in one round trip.
 
         As :meth:`RedisProxyManager.rotate <pharox_redis.RedisProxyManager.rotate>`.
         """
         asked = batch_flows.rotate_request(
-            leased, consumer_name, duration_seconds, filters, selector
+            leased, consumer_name, duration_seconds, filters, selector, target
         )
-        return await self._perform(batch_flows.rotate(self.policy, leased, asked))
+        return await self._perform(batch_flows.rotate(self.policy, leased, asked, outcome))
 
     async def acquire_many(
         self,

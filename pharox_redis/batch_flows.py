@@ -35,24 +35,37 @@ from .operations.acquire import Acquired, AcquireRequest
 from .operations.leases import Released
 from .operations.many import MAX_BATCH, ManyRequest
 from .operations.rotate import Rotated
+from .outcome import Outcome, check_outcome
 
 
 def rotate(
-    policy: Policy, lease: Union[Lease, LeasedProxy], asked: AcquireRequest
+    policy: Policy,
+    lease: Union[Lease, LeasedProxy],
+    asked: AcquireRequest,
+    outcome: Optional[Outcome] = None,
 ) -> Flow[Optional[LeasedProxy]]:
     """Release ``lease`` and lease the next proxy of its pool (one round trip).
 
     The new lease's local deadline counts from before the first attempt was sent. A
-    :class:`~pharox_redis.errors.RedisStorageError` carries the new lease's id.
+    :class:`~pharox_redis.errors.RedisStorageError` carries the new lease's id. The
+    ``outcome`` (by default the one a LeasedProxy was given with ``report``) is applied
+    with the release, before the next proxy is chosen.
     """
     held = unwrap_lease(lease)
+    outcome = check_outcome(outcome)
+    if outcome is None and isinstance(lease, LeasedProxy):
+        outcome = lease.outcome
     started_at = now_utc() if policy.on_acquire else None
     sent_at = time.monotonic()
     try:
         done: Rotated = yield from retried(
             policy,
             lambda: rotating.rotate(
-                policy.context, held, asked, bool(policy.on_acquire or policy.on_release)
+                policy.context,
+                held,
+                asked,
+                bool(policy.on_acquire or policy.on_release),
+                outcome,
             ),
         )
     except RedisStorageError as exc:
@@ -74,12 +87,13 @@ def rotate_request(
     duration_seconds: float,
     filters: Optional[ProxyFilters],
     selector: Optional[SelectorStrategy],
+    target: Optional[str] = None,
 ) -> AcquireRequest:
     """Return the acquire request of a rotate (the pool is the held lease's)."""
     held = unwrap_lease(lease)
     if not isinstance(held, Lease):
         raise ValueError(f"expected a pharox Lease or a LeasedProxy, got {type(lease).__name__}")
-    return request(held.pool_name or "", consumer_name, duration_seconds, filters, selector)
+    return request(held.pool_name or "", consumer_name, duration_seconds, filters, selector, target)
 
 
 def many_request(
@@ -147,8 +161,11 @@ def release_many(
     held = [unwrap_lease(lease) for lease in leases]
     if not held:
         return []
+    outcomes = [lease.outcome if isinstance(lease, LeasedProxy) else None for lease in leases]
+    if not any(outcomes):
+        outcomes = []
     done: list[Released] = yield from retried(
-        policy, lambda: many.release_many(policy.context, held)
+        policy, lambda: many.release_many(policy.context, held, outcomes)
     )
     for lease, outcome in zip(leases, done, strict=True):
         yield from released(policy, lease, outcome)

@@ -196,6 +196,9 @@ class RedisProxyManager(ProxyManager):
         duration_seconds: float = 300,
         filters: Optional[ProxyFilters] = None,
         selector: Optional[SelectorStrategy] = None,
+        *,
+        target: Optional[str] = None,
+        outcome: Optional[Outcome] = None,
     ) -> Optional[LeasedProxy]:
         """Release ``leased`` and lease the next proxy of its pool, in one round trip.
 
@@ -208,12 +211,14 @@ class RedisProxyManager(ProxyManager):
         and ``leased.lost``). Callbacks see one release event, then one acquire event.
         Python predicates in ``filters`` cost one more round trip per candidate tried, as
         for :meth:`acquire`. A rotate re-sent after a lost reply gets the same new lease and
-        releases nothing twice.
+        releases nothing twice. ``target`` is as for :meth:`acquire`; ``outcome`` as for
+        :meth:`release_proxy`, applied with the release before the next proxy is chosen (a
+        proxy it cools down or blocks for ``target`` is not picked).
         """
         asked = batch_flows.rotate_request(
-            leased, consumer_name, duration_seconds, filters, selector
+            leased, consumer_name, duration_seconds, filters, selector, target
         )
-        return self._perform(batch_flows.rotate(self.policy, leased, asked))
+        return self._perform(batch_flows.rotate(self.policy, leased, asked, outcome))
 
     def acquire_many(
         self,
@@ -264,7 +269,8 @@ class RedisProxyManager(ProxyManager):
         """Release leases (or LeasedProxies) in one round trip, one script call per pool.
 
         Each is released as :meth:`release_proxy` releases one: idempotent, an overrun logged
-        and marked lost, one release event per lease.
+        and marked lost, one release event per lease; a LeasedProxy's reported outcome
+        (``leased.report``) goes with its release.
         """
         self._perform(batch_flows.release_many(self.policy, list(leases)))
 

@@ -28,6 +28,7 @@ from pharox import Lease, LeaseStatus, Proxy, ProxyFilters, SelectorStrategy
 from .. import codec, replies
 from ..errors import NotReplicatedError
 from ..filters import compile_filters
+from ..outcome import Outcome, check_outcome
 from ..replies import Counters, ManyReply
 from .acquire import ACQUIRE_RECLAIM
 from .batch import STALE, Batch, Call, Command, Op, ScriptCall, Stale, one
@@ -223,17 +224,39 @@ def _room(approved: dict[str, Proxy], offered: Sequence[str], distinct: bool) ->
 # ---------------------------------------------------------------------- release
 
 
-def release_many_call(ctx: Context, pool_id: UUID, lease_ids: Sequence[UUID]) -> ScriptCall:
-    """Return the call that releases leases of one pool (``lua/release_many.lua``)."""
-    args = (ctx.retention_us, *(str(lid) for lid in lease_ids))
-    return ScriptCall("release_many", ctx.keys.pool(pool_id), args)
+def release_many_call(
+    ctx: Context,
+    pool_id: UUID,
+    lease_ids: Sequence[UUID],
+    outcomes: Sequence[Optional[Outcome]] = (),
+) -> ScriptCall:
+    """Return the call that releases leases of one pool (``lua/release_many.lua``).
+
+    ``outcomes`` (when given, one per lease, None for none) go with their leases.
+    """
+    entries = [str(lid) for lid in lease_ids]
+    for n, outcome in enumerate(outcomes):
+        if outcome is not None:
+            entries[n] += f" {outcome.kind} {outcome.value()}"
+    policy = ""
+    if any(outcome is not None for outcome in outcomes):
+        policy = " ".join(str(value) for value in ctx.outcomes.args())
+    return ScriptCall("release_many", ctx.keys.pool(pool_id), (ctx.retention_us, policy, *entries))
 
 
-def release_many(ctx: Context, leases: Sequence[Lease]) -> Op[list[Released]]:
+def release_many(
+    ctx: Context, leases: Sequence[Lease], outcomes: Sequence[Optional[Outcome]] = ()
+) -> Op[list[Released]]:
     """Release leases (idempotent), one call per pool, every pool in one round trip.
 
     Returns what each release did, in the order given (as :func:`~.leases.release`).
+    ``outcomes`` (when given, one per lease, None for none) are applied as ``release``
+    applies one.
     """
+    if outcomes and len(outcomes) != len(leases):
+        raise ValueError("outcomes must be one per lease")
+    for outcome in outcomes:
+        check_outcome(outcome)
     out: list[Released] = [NOTHING_RELEASED] * len(leases)
     by_pool: dict[UUID, list[int]] = {}
     for i, lease in enumerate(leases):
@@ -252,7 +275,13 @@ def release_many(ctx: Context, leases: Sequence[Lease]) -> Op[list[Released]]:
         return out
     pools = list(by_pool)
     calls: list[Call] = [
-        release_many_call(ctx, p, [leases[i].id for i in by_pool[p]]) for p in pools
+        release_many_call(
+            ctx,
+            p,
+            [leases[i].id for i in by_pool[p]],
+            [outcomes[i] for i in by_pool[p]] if outcomes else (),
+        )
+        for p in pools
     ]
     if ctx.wait_replicas:
         for p in pools:

@@ -11,18 +11,19 @@ releases nothing twice.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 from uuid import UUID
 
 from pharox import Lease
 
 from .. import codec, replies
 from ..filters import compile_filters
+from ..outcome import Outcome
 from . import acquire as acquiring
 from .acquire import ACQUIRE_RECLAIM, Acquired, AcquireRequest
 from .batch import Op, ScriptCall, Stale, one
 from .context import Context
-from .leases import NOTHING_RELEASED, Released, lease_batch, unschedule
+from .leases import NOTHING_RELEASED, Released, lease_batch, outcome_args, unschedule
 from .resolve import ensure_consumer, lease_location
 from .selection import MAX_UNDECIDED, SCAN_BUDGET
 from .validation import lease_duration_us
@@ -51,13 +52,18 @@ class Rotated(NamedTuple):
 
 
 def rotate(
-    ctx: Context, held: Lease, request: AcquireRequest, with_counters: bool = False
+    ctx: Context,
+    held: Lease,
+    request: AcquireRequest,
+    with_counters: bool = False,
+    outcome: Optional[Outcome] = None,
 ) -> Op[Rotated]:
     """Release ``held`` and lease the next proxy of its pool by selector and filters.
 
     ``request.pool_name`` is ignored: the pool is the held lease's. When no pool holds the
     lease any more, nothing is released and nothing acquired. The pool counters come back
-    only ``with_counters``.
+    only ``with_counters``. The ``outcome`` of the held lease is applied with its release,
+    before the walk (as ``release`` applies one).
     """
     if not isinstance(held, Lease):
         raise ValueError(f"expected a pharox Lease, got {type(held).__name__}")
@@ -89,6 +95,8 @@ def rotate(
             ACQUIRE_RECLAIM,
             "1" if schedule else "0",
             "1" if with_counters else "0",
+            request.target or "",
+            *(() if outcome is None else outcome_args(ctx, outcome)),
         )
         raw = yield lease_batch(ctx, ScriptCall("rotate", pk, args), pool_id, duration_us, schedule)
         released, reply = replies.rotate_reply(raw[0])
