@@ -59,6 +59,11 @@ def cooling(storage: RedisStorage, proxy: Proxy) -> Optional[int]:
     return None if score is None else int(score)
 
 
+def active(storage: RedisStorage, held: LeasedProxy) -> bool:
+    found = storage.get_lease(str(held.lease.id))
+    return found is not None and found.status is LeaseStatus.ACTIVE
+
+
 def outcome_stats(storage: RedisStorage, pool_name: str) -> OutcomeStats:
     found = storage.get_outcome_stats(pool_name)
     assert found is not None
@@ -93,7 +98,7 @@ def leased(manager: RedisProxyManager, pool: str, **kwargs: Any) -> LeasedProxy:
         lambda: Outcome.ok(math.nan),
         lambda: Outcome.ok(math.inf),
         lambda: Outcome.ok(True),
-        lambda: Outcome.ok("12"),
+        lambda: Outcome.ok("12"),  # type: ignore[arg-type]
         lambda: Outcome.ok(10**13),
         lambda: Outcome.blocked(""),
         lambda: Outcome.blocked("."),
@@ -105,7 +110,7 @@ def leased(manager: RedisProxyManager, pool: str, **kwargs: Any) -> LeasedProxy:
         lambda: Outcome.blocked("a..com"),
         lambda: Outcome.blocked("example.com\n"),
         lambda: Outcome.blocked("x" * 64 + ".com"),
-        lambda: Outcome.blocked(None),
+        lambda: Outcome.blocked(None),  # type: ignore[arg-type]
         lambda: Outcome("maybe"),
         lambda: Outcome("failed", latency_ms=3),
         lambda: Outcome("ok", latency_ms=3, domain="a.com"),
@@ -145,7 +150,7 @@ def test_bad_input_writes_nothing(fast: RedisStorage) -> None:
     with pytest.raises(ValueError):
         with manager.with_proxy(pool, target="http://x.org"):
             pass  # pragma: no cover - refused before the block
-    assert fast.get_lease(held.lease.id).status is LeaseStatus.ACTIVE  # type: ignore[union-attr]
+    assert active(fast, held)
     assert "x" not in state(fast, proxy) and cooling(fast, proxy) is None
 
 
@@ -162,7 +167,7 @@ def test_an_unknown_lease_with_an_outcome_writes_nothing(
     assert "not recorded: no such lease" in caplog.text
     assert fast.client.hgetall(fast.context.keys.pool(proxy.pool_id).state) == before
     assert outcome_stats(fast, pool).cooling == 0
-    assert fast.get_lease(held.lease.id).status is LeaseStatus.ACTIVE  # type: ignore[union-attr]
+    assert active(fast, held)
 
 
 # ---------------------------------------------------------------------- latency
@@ -214,7 +219,7 @@ def test_failures_cool_a_proxy_down_longer_each_time_then_mark_it_inactive(
     for length, want in zip(lengths, wanted, strict=True):
         assert want <= length < want + 150_000  # the time between two server clock reads
     manager.release_proxy(held[-1], outcome=Outcome.failed())
-    assert fast.get_proxy(str(proxy.id)).status is ProxyStatus.INACTIVE  # type: ignore[union-attr]
+    assert fast.get_proxy(str(proxy.id)).status is ProxyStatus.INACTIVE
     assert cooling(fast, proxy) is None and state(fast, proxy)["x"] == FAST.max_failures
     found = outcome_stats(fast, pool)
     assert (found.cooling, found.stats.active_proxies) == (0, 1)
