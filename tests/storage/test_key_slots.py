@@ -20,7 +20,7 @@ from pharox import (
 )
 from redis.crc import key_slot
 
-from pharox_redis import RedisProxyManager, RedisStorage
+from pharox_redis import Outcome, RedisProxyManager, RedisStorage
 from pharox_redis.operations.batch import Command, ScriptCall
 
 from ..helpers import Recorder, make_pool, make_proxy
@@ -53,7 +53,15 @@ def test_every_script_call_stays_in_one_cluster_slot(storage: RedisStorage) -> N
     rotated = fast.rotate(leased, duration_seconds=0.05)
     assert rotated is not None
     several = fast.acquire_many(pool.name, 2, duration_seconds=0.05)
+    for got in several:
+        got.report(Outcome.ok(3))
     fast.release_many([rotated, *several])
+    targeted = fast.acquire(pool.name, duration_seconds=0.05, target="a.example")
+    assert targeted is not None
+    targeted = fast.rotate(targeted, outcome=Outcome.blocked("a.example"), target="a.example")
+    assert targeted is not None
+    fast.release_proxy(targeted, outcome=Outcome.failed())
+    assert storage.get_outcome_stats(pool.name) is not None
     time.sleep(0.1)
     manager.cleanup_expired_leases()
     storage.apply_health_check_result(
