@@ -25,7 +25,7 @@ def outcome_stats(manager: Any, pool_name: str) -> OutcomeStats:
 
 
 def test_release_with_a_failure_cools_the_proxy_down(manager: Any) -> None:
-    pool, (proxy,) = seed(manager, 1)
+    pool, _ = seed(manager, 1)
     held = manager.acquire(pool.name, duration_seconds=60)
     assert held is not None
     manager.release_proxy(held, outcome=Outcome.failed())
