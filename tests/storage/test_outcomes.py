@@ -210,6 +210,8 @@ def test_failures_cool_a_proxy_down_longer_each_time_then_mark_it_inactive(
         assert end is not None and state(fast, proxy)["x"] == n
         assert int(state(fast, proxy)["k"]) == end
         lengths.append(end - before)
+        # Derived with no availability set kept (the first time), then from the set.
+        assert outcome_stats(fast, pool).stats.available_proxies == 1
         for _ in range(3):  # skipped by every acquire meanwhile
             assert leased(manager, pool).proxy.id == spare.id
         assert outcome_stats(fast, pool).cooling == 1
