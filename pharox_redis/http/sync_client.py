@@ -1,0 +1,282 @@
+"""``LeasingClient``: each urllib3 request through a leased proxy, released with its outcome.
+
+Sync requests go through urllib3: requests is built on it, and urllib3 alone has what this
+needs with less on top: ``ProxyManager``/``SOCKSProxyManager`` with a keep-alive pool per
+host, and its own bounded LRU of pools (``PoolManager``), which this client mirrors one
+level up, one manager per proxy (:class:`~pharox_redis.http.pools.ClientCache`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Optional
+
+from pharox import ProxyFilters, SelectorStrategy
+
+from ..leased_proxy import LeasedProxy
+from ..manager import RedisProxyManager
+from ..outcome import Outcome
+from .clients import urllib3_manager
+from .endpoint import ProxyEndpoint
+from .extras import require
+from .leasing import DEFAULT_TIMEOUT, LeaseSettings
+from .pools import ClientCache
+from .rules import DEFAULT_RULES, OutcomeRules, target_of, worse
+
+if TYPE_CHECKING:
+    import urllib3
+
+Sent = tuple[Optional["urllib3.BaseHTTPResponse"], Optional[Exception], Outcome]
+
+
+class LeasingClient:
+    """Send each request through a proxy leased from a pool, and release it with its outcome.
+
+    Parameters
+    ----------
+    manager:
+        The :class:`~pharox_redis.RedisProxyManager` to lease from.
+    pool_name, consumer_name, duration_seconds, filters, selector, wait, max_tries:
+        The leases taken and the proxies a request may try (:class:`LeaseSettings`).
+    rules:
+        How a response becomes an Outcome (403/429 blocked, by default).
+    max_clients:
+        Proxies whose urllib3 manager (and its keep-alive connections) is kept, least
+        recently used closed first.
+    remote_dns:
+        SOCKS proxies resolve host names (``socks5h``), the default.
+    **pool_kwargs:
+        For each urllib3 manager (``maxsize``, ``timeout``, ``headers``, ``cert_reqs``...);
+        ``timeout`` defaults to 30 s.
+
+    Examples
+    --------
+    >>> with LeasingClient(manager, "scrapers", duration_seconds=30) as client:
+    ...     response = client.request("GET", "https://example.com/")  # doctest: +SKIP
+    ...     with client.session(target="example.com") as session:  # one proxy, many requests
+    ...         session.request("GET", "https://example.com/a")  # doctest: +SKIP
+
+    """
+
+    def __init__(
+        self,
+        manager: RedisProxyManager,
+        pool_name: str,
+        *,
+        consumer_name: Optional[str] = None,
+        duration_seconds: float = 60.0,
+        filters: Optional[ProxyFilters] = None,
+        selector: Optional[SelectorStrategy] = None,
+        wait: Optional[float] = None,
+        max_tries: int = 3,
+        rules: OutcomeRules = DEFAULT_RULES,
+        max_clients: int = 16,
+        remote_dns: bool = True,
+        **pool_kwargs: Any,
+    ) -> None:
+        self._urllib3 = require("urllib3", "http")
+        self.manager = manager
+        self.settings = LeaseSettings(
+            pool_name, consumer_name, duration_seconds, filters, selector, wait, max_tries, rules
+        )
+        self.clients: ClientCache[urllib3.PoolManager] = ClientCache(max_clients)
+        pool_kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        self._pool_kwargs = pool_kwargs
+        self._remote_dns = remote_dns
+        self._transport_errors = (self._urllib3.exceptions.HTTPError, OSError)
+
+    # ------------------------------------------------------------------ requests
+
+    def request(
+        self, method: str, url: str, *, target: Optional[str] = None, **kwargs: Any
+    ) -> urllib3.BaseHTTPResponse:
+        """Send a request through a leased proxy; return the response, its body read.
+
+        Parameters
+        ----------
+        method, url:
+            The request.
+        target:
+            The domain the lease is for (proxies blocked for it are skipped, and a block
+            is reported for it); by default the URL's host.
+        **kwargs:
+            For urllib3's ``request`` (``headers``, ``body``, ``fields``, ``json``,
+            ``timeout``...). urllib3 does not retry (``retries=False`` unless given): a
+            failed try rotates to another proxy instead.
+
+        Raises
+        ------
+        pharox.ProxyUnavailableError
+            No proxy of the pool is free (for ``target``).
+        LeaseLostError
+            The lease was lost before the request could be sent on it.
+        urllib3.exceptions.HTTPError
+            The last try's transport error (connection refused, timeout, proxy error).
+
+        """
+        domain = target if target is not None else target_of(url)
+        settings = self.settings
+        kwargs.setdefault("retries", False)
+        leased = self.manager.acquire(settings.pool_name, **settings.acquire_kwargs(domain))
+        tries = 0
+        last: Optional[Sent] = None
+        while leased is not None:
+            tries += 1
+            try:
+                response, error, outcome = self._send(leased, method, url, domain, kwargs)
+            except BaseException:
+                self.manager.release_proxy(leased)
+                raise
+            last = (response, error, outcome)
+            if not settings.again(tries, outcome):
+                self.manager.release_proxy(leased, outcome=outcome)
+                if error is not None:
+                    raise error
+                assert response is not None
+                return response
+            kwargs_rotate = settings.rotate_kwargs(domain, outcome)
+            leased = self.manager.rotate(leased, **kwargs_rotate)
+        if last is None:
+            raise settings.none_free(domain)
+        response, error, _ = last  # rotated after it, and no proxy was left
+        if error is not None:
+            raise error
+        assert response is not None
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """Send a GET request (see :meth:`request`)."""
+        return self.request("GET", url, **kwargs)
+
+    @contextmanager
+    def session(
+        self, target: Optional[str] = None, *, keep_alive: bool = False
+    ) -> Iterator[LeasedSession]:
+        """Hold one proxy for a block of requests; release it with their worst outcome.
+
+        Parameters
+        ----------
+        target:
+            The domain the lease is for; None: any proxy (blocks are then reported for
+            each request's host).
+        keep_alive:
+            Renew the lease while the block runs (``with_proxy(..., keep_alive=True)``),
+            for a unit of work longer than ``duration_seconds``.
+
+        Requests in the block do not rotate: a failure raises, and is reported on leaving.
+        No proxy free raises ``ProxyUnavailableError``.
+
+        """
+        settings = self.settings
+        with self.manager.with_proxy(
+            settings.pool_name, keep_alive=keep_alive, **settings.acquire_kwargs(target)
+        ) as leased:
+            if leased is None:
+                raise settings.none_free(target)
+            key = ProxyEndpoint.of(leased)
+            client = self._borrow(key)
+            try:
+                yield LeasedSession(self, leased, client, target)
+            finally:
+                self._give_back(key, client)
+
+    def close(self) -> None:
+        """Close the kept connection pools (those in use close when given back)."""
+        for client in self.clients.clear():
+            client.clear()
+
+    def __enter__(self) -> LeasingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _borrow(self, key: ProxyEndpoint) -> urllib3.PoolManager:
+        client, closing = self.clients.borrow(key, lambda: self._build(key))
+        for evicted in closing:
+            evicted.clear()
+        return client
+
+    def _give_back(self, key: ProxyEndpoint, client: urllib3.PoolManager) -> None:
+        for evicted in self.clients.give_back(key, client):
+            evicted.clear()
+
+    def _build(self, key: ProxyEndpoint) -> urllib3.PoolManager:
+        return urllib3_manager(key, remote_dns=self._remote_dns, **self._pool_kwargs)
+
+    def _send(
+        self, leased: LeasedProxy, method: str, url: str, domain: str, kwargs: dict[str, Any]
+    ) -> Sent:
+        key = ProxyEndpoint.of(leased)
+        client = self._borrow(key)
+        try:
+            return self._send_with(client, leased, method, url, domain, kwargs)
+        finally:
+            self._give_back(key, client)
+
+    def _send_with(
+        self,
+        client: urllib3.PoolManager,
+        leased: LeasedProxy,
+        method: str,
+        url: str,
+        domain: str,
+        kwargs: dict[str, Any],
+    ) -> Sent:
+        leased.check()
+        started = time.perf_counter()
+        try:
+            response = client.request(method, url, preload_content=True, **kwargs)
+        except self._transport_errors as exc:
+            return None, exc, Outcome.failed()
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        outcome = self.settings.rules.judge(response.status, response, domain, latency_ms)
+        return response, None, outcome
+
+
+class LeasedSession:
+    """Requests through the one proxy a :meth:`LeasingClient.session` block holds.
+
+    Attributes
+    ----------
+    leased:
+        The lease; each request checks it first and raises LeaseLostError when it is lost.
+    outcome:
+        The worst outcome so far (reported with the release on leaving the block).
+
+    """
+
+    def __init__(
+        self,
+        owner: LeasingClient,
+        leased: LeasedProxy,
+        client: urllib3.PoolManager,
+        target: Optional[str],
+    ) -> None:
+        self.leased = leased
+        self.outcome: Optional[Outcome] = None
+        self._owner = owner
+        self._client = client
+        self._target = target
+
+    def request(self, method: str, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """Send a request through the held proxy; the body is read. Errors are raised."""
+        domain = self._target if self._target is not None else target_of(url)
+        kwargs.setdefault("retries", False)
+        response, error, outcome = self._owner._send_with(
+            self._client, self.leased, method, url, domain, kwargs
+        )
+        self.outcome = worse(self.outcome, outcome)
+        self.leased.report(self.outcome)
+        if error is not None:
+            raise error
+        assert response is not None
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """Send a GET request (see :meth:`request`)."""
+        return self.request("GET", url, **kwargs)
