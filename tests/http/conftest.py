@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
+from pharox import Proxy, ProxyPool
 
 from pharox_redis import OutcomePolicy, RedisStorage
 from pharox_redis.server import RedisServer
@@ -72,3 +74,14 @@ def http_storage(redis_server: RedisServer) -> Iterator[RedisStorage]:
     client = redis.Redis.from_url(redis_server.url)
     yield RedisStorage(client, prefix=f"h{uuid.uuid4().hex[:10]}", outcomes=FAST_POLICY)
     client.close()
+
+
+def seed_pool(storage: RedisStorage, proxies: list[Any]) -> ProxyPool:
+    """Save a pool of ``proxies`` (ProxyServers, or pharox Proxies already built)."""
+    pool = ProxyPool(name=f"pool-{uuid.uuid4().hex[:6]}")
+    storage.save_pool(pool)
+    made = [p if isinstance(p, Proxy) else p.proxy(pool.id) for p in proxies]
+    for proxy in made:
+        proxy.pool_id = pool.id
+    assert storage.add_proxies_bulk(made) == len(made)
+    return pool
