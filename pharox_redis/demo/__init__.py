@@ -13,7 +13,8 @@ The demo builds a pool of twelve proxies and leases from it with ``RedisProxyMan
 round trip per acquire): with every selector, with flat and nested filters and with a Python
 predicate, through ``with_proxy`` with a keep-alive and an acquire callback. It then hammers
 the pool from a few threads, first with pharox's stock ``ProxyManager`` and then with
-``RedisProxyManager``, prints the final pool counters and audits the pool.
+``RedisProxyManager``, sends one HTTP request through a leased proxy (a local forward
+proxy with a login, in process), prints the final pool counters and audits the pool.
 
 Modules
 -------
@@ -27,6 +28,8 @@ tour
     The guided tour: selectors, filters, a predicate, ``with_proxy``, keep-alive, callbacks.
 stress
     Threads leasing with pharox's stock ``ProxyManager``, then with ``RedisProxyManager``.
+request
+    One HTTP request through a leased proxy (local origin and forward proxy, in process).
 """
 
 from __future__ import annotations

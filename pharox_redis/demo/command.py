@@ -14,6 +14,7 @@ from ..errors import RedisStorageError
 from ..storage import RedisStorage
 from .backend import FAKEREDIS_HINT, open_backend, remove_namespace
 from .pool import POOL_NAME, check_pool, create_pool
+from .request import send_request
 from .stress import compare_managers
 from .tour import tour
 
@@ -70,6 +71,7 @@ def run(storage: RedisStorage, say: Callable[[str], None]) -> bool:
     create_pool(storage, say)
     tour(storage, say)
     compare_managers(storage, say)
+    send_request(storage, say)
     return check_pool(storage, say)
 
 

@@ -36,6 +36,8 @@ def check_output(result: subprocess.CompletedProcess[str], backend: str) -> list
     assert len(final) == 1, result.stdout
     assert final[0].endswith("leased=0 leases=0"), final[0]
     assert lines[-1] == "all leases back to 0", result.stdout
+    request = [line for line in lines if line.startswith("request via a leased proxy")]
+    assert len(request) == 1 and "-> 200 'hello via 1.1 pharox-demo-proxy'" in request[0]
     assert len(lines) <= 30, f"demo output should stay short:\n{result.stdout}"
     return lines
 
