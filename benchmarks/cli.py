@@ -11,6 +11,7 @@ from . import postgres
 from .backends import run_backends
 from .cost import run_cost
 from .filters import run_filters
+from .http import run_http
 from .machine import machine_facts
 from .plot import plot_cycles
 from .profile import run_profile
@@ -65,6 +66,9 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
             say("== 8. Redis work per cycle (INFO commandstats)")
             results.cost = run_cost(settings, target, say)
             results.notes += results.cost.notes
+        if settings.runs("http"):
+            say("== HTTP: the leasing clients against bare urllib3 and httpx")
+            results.http = run_http(settings, target, say)
     if settings.runs("scaleout"):
         say(f"== 7. scale-out: 1 and 3 cluster masters, {settings.processes} processes")
         results.scaleout = run_scaleout(settings, say)

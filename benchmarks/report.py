@@ -9,6 +9,7 @@ from pathlib import Path
 from .backends import SELECTORS, BackendsResult
 from .cost import cost_lines
 from .filters import FiltersResult
+from .http import http_lines
 from .markdown import rate, table, us
 from .profile import ProfileResult
 from .results import Results
@@ -323,6 +324,8 @@ def render(
         lines += cost_lines(results.cost, results.workers, settings)
     if results.workers is not None and any(settings.runs(k) for k in ("rotate", "batch")):
         lines += rotate_batch_lines(results.workers, settings)
+    if results.http is not None:
+        lines += http_lines(results.http)
     notes = list(results.notes)
     if results.plot_note:
         notes.append(f"plot not written: {results.plot_note}")

@@ -8,6 +8,7 @@ from typing import Optional
 from .backends import BackendsResult
 from .cost import CostResult
 from .filters import FiltersResult
+from .http import HttpResult
 from .profile import ProfileResult
 from .scale import ScaleResult
 from .scaleout import ScaleOutResult
@@ -24,6 +25,7 @@ class Results:
     profile: Optional[ProfileResult] = None
     scaleout: Optional[ScaleOutResult] = None
     cost: Optional[CostResult] = None
+    http: Optional[HttpResult] = None
     notes: list[str] = field(default_factory=list)
     plot_note: Optional[str] = None  # why the plot was not written, when it was not
 

@@ -27,6 +27,7 @@ SECTIONS = (
     "profile",
     "cost",
     "scaleout",
+    "http",
 )
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ class Settings:
     filter_pool_size: int
     filter_acquires: int
     cost_cycles: int
+    http_requests: int
     baseline_ref: Optional[str]
     command: str
 
@@ -85,6 +87,7 @@ DEFAULTS: dict[str, tuple[object, object]] = {
     "filter_pool_size": (100_000, 1000),
     "filter_acquires": (300, 12),
     "cost_cycles": (2000, 40),
+    "http_requests": (1000, 30),
 }
 
 
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="counted cycles per selector of the Redis work section (2000)",
     )
+    add("--http-requests", type=int, help="requests per mode and round of the http section (1000)")
     add(
         "--baseline-ref",
         default=BASELINE_REF,
