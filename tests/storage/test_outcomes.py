@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Optional
@@ -388,3 +389,38 @@ def test_one_round_trip_with_or_without_outcome_or_target(fast: RedisStorage) ->
         got = leased(manager, pool, target="a.example")
         manager.release_proxy(got, outcome=outcome)
     assert [len(b.calls) for b in recorder.batches] == [1] * 8
+
+
+def test_outcomes_from_many_threads_keep_the_pool_exact(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    policy = OutcomePolicy(
+        base_seconds=0.005, max_seconds=0.02, max_failures=1000, block_seconds=0.02
+    )
+    storages = [make_storage(outcomes=policy) for _ in range(4)]
+    pool, proxies = seeded(storages[0], 6, max_concurrency=1)
+    outcomes = [Outcome.ok(5), Outcome.failed(), Outcome.blocked("a.example"), None]
+    most: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        manager = RedisProxyManager(storages[n])
+        try:
+            for i in range(40):
+                target = "a.example" if i % 2 else None
+                got = manager.acquire(pool, duration_seconds=30, target=target)
+                if got is not None:
+                    most.append(outcome_stats(storages[n], pool).stats.total_leases)
+                    manager.release_proxy(got, outcome=outcomes[(n + i) % len(outcomes)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(len(storages))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(most) >= 40 and max(most) <= len(proxies)
+    assert storages[0].audit().clean
+    found = outcome_stats(storages[0], pool)
+    assert found.stats.total_leases == 0 and found.cooling + found.stats.available_proxies <= 6
