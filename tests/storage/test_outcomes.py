@@ -16,7 +16,15 @@ from typing import Any, Optional
 from uuid import uuid4
 
 import pytest
-from pharox import Lease, LeaseStatus, Proxy, ProxyStatus, SelectorStrategy
+from pharox import (
+    HealthCheckResult,
+    Lease,
+    LeaseStatus,
+    Proxy,
+    ProxyProtocol,
+    ProxyStatus,
+    SelectorStrategy,
+)
 
 from pharox_redis import (
     LeasedProxy,
@@ -287,6 +295,32 @@ def test_re_saving_keeps_a_cool_down(fast: RedisStorage) -> None:
     assert cooling(fast, proxy) is not None and state(fast, proxy)["x"] == 1
     assert manager.acquire(pool) is None
     assert fast.audit().clean
+
+
+def test_a_plain_release_leaves_a_cool_down_and_a_health_check_ends_inactivity(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    storage = make_storage(outcomes=OutcomePolicy(max_failures=2))
+    manager = RedisProxyManager(storage)
+    pool, (proxy,) = seeded(storage, 1, max_concurrency=3)
+    first, second, third = (storage.create_lease(proxy, "w", 60) for _ in range(3))
+    manager.release_proxy(first, outcome=Outcome.failed())
+    manager.release_proxy(second)  # its slot comes back, the proxy stays out
+    assert manager.acquire(pool) is None and cooling(storage, proxy) is not None
+    assert storage.audit().clean
+    manager.release_proxy(third, outcome=Outcome.failed())  # the second failure in a row
+    assert storage.get_proxy(str(proxy.id)).status is ProxyStatus.INACTIVE
+    storage.apply_health_check_result(
+        HealthCheckResult(
+            proxy_id=proxy.id,
+            status=ProxyStatus.ACTIVE,
+            latency_ms=7,
+            protocol=ProxyProtocol.HTTP,
+        )
+    )
+    assert "x" not in state(storage, proxy) and state(storage, proxy)["l"] == 7
+    assert leased(manager, pool).proxy.id == proxy.id
+    assert storage.audit().clean
 
 
 # ---------------------------------------------------------------------- blocks
