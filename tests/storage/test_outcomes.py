@@ -458,3 +458,17 @@ def test_outcomes_from_many_threads_keep_the_pool_exact(
     assert storages[0].audit().clean
     found = outcome_stats(storages[0], pool)
     assert found.stats.total_leases == 0 and found.cooling + found.stats.available_proxies <= 6
+
+
+def test_single_scripts_apply_outcomes_as_the_library_does(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    storage = make_storage(outcomes=FAST, functions=False)  # EVALSHA, as on Redis 6.2
+    manager = RedisProxyManager(storage)
+    pool, (proxy, other) = seeded(storage, 2, max_concurrency=1)
+    manager.release_proxy(storage.create_lease(proxy, "w", 60), outcome=Outcome.failed())
+    manager.release_proxy(storage.create_lease(other, "w", 60), outcome=Outcome.blocked("a.b"))
+    assert manager.acquire(pool, target="a.b") is None
+    assert leased(manager, pool).proxy.id == other.id
+    found = outcome_stats(storage, pool)
+    assert (found.cooling, found.blocked) == (1, 1) and storage.audit().clean
