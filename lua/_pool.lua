@@ -97,8 +97,9 @@ local function counters()
         end
       end
     end
-    -- Active proxies in a cool-down (their lease count does not matter: not counted above).
-    local cooling = redis.call('ZRANGE', K_COOLING, 0, -1)
+    -- Active proxies in a cool-down (their lease count does not matter: not counted above);
+    -- COOL is absent when there is none (see _outcome.lua).
+    local cooling = COOL and redis.call('ZRANGE', K_COOLING, 0, -1) or {}
     for _, id in ipairs(cooling) do
       local state = redis.call('HGET', K_STATE, id)
       if state and string.find(state, '"s":"active"', 1, true) and not usable(state) then

@@ -158,12 +158,12 @@ local function walk(out, selector, filter_json, offset, budget, max_undecided, t
     for _, member in ipairs(members) do
       examined, pos = examined + 1, pos + 1
       local id = least and string.sub(member, -36) or member
-      local state = redis.call('HGET', K_STATE, id)
-      local verdict = true
-      if blocked(target, id, now) then
-        verdict = false
-      elseif filter then
-        verdict = matches(filter, cjson.decode(state))
+      local state, verdict = nil, false
+      if not blocked(target, id, now) then  -- a blocked candidate costs one ZSCORE
+        state, verdict = redis.call('HGET', K_STATE, id), true
+        if filter then
+          verdict = matches(filter, cjson.decode(state))
+        end
       end
       if verdict ~= false then
         candidate(member, verdict, state)

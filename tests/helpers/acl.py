@@ -22,7 +22,7 @@ ACL_RULE = (
     "~pharox:* resetchannels -@all"
     " +fcall +function|load +multi +exec +ping +scan +wait +unlink +hsetnx +hscan +zrevrange"
     " +exists +set +hget +hgetall +hkeys +hexists +hmget +hset +hdel +zadd +zrange +zrem +time"
-    " +del +get +hincrby +zcard +zlexcount +zrangebyscore +zremrangebyrank +zscore +hlen"
+    " +del +get +hincrby +zcard +zlexcount +zrangebyscore +zremrangebyrank +zscore +hlen +zcount"
 )
 # The scripts as a library (Redis 7+, Valkey), and as single scripts (Redis 6.2, or a user
 # refused Functions): the README's rule for Redis 6.2 swaps the first for the second.

@@ -36,6 +36,7 @@ from pharox_redis import (
     AsyncRedisProxyManager,
     AsyncRedisStorage,
     NotReplicatedError,
+    Outcome,
     RedisProxyManager,
     RedisStorage,
 )
@@ -124,9 +125,16 @@ def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
         batch = manager.acquire_many("acl", 2, "worker", 30, distinct=False)
         assert batch
         manager.release_many([rotated, *batch])
+        # outcomes: a block, a failure and a latency; an acquire for the blocked target
+        outcomes = [Outcome.blocked("a.example"), Outcome.failed(), Outcome.ok(12.5)]
         for leased in held:
-            manager.release_proxy(leased)
+            manager.release_proxy(leased, outcome=outcomes.pop() if outcomes else None)
         manager.release_proxy(predicate_lease)
+        targeted = manager.acquire("acl", "worker", 30, target="a.example")
+        assert targeted is not None
+        manager.release_proxy(targeted)
+        found = storage.get_outcome_stats("acl")
+        assert found is not None and (found.cooling, found.blocked) == (1, 1)
         with manager.with_proxy("acl", "worker", 3, keep_alive=True) as kept:
             assert kept is not None
         assert storage.get_pool_stats("acl") is not None

@@ -9,13 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Optional
 from uuid import uuid4
 
 import pytest
-from pharox import Lease, LeaseStatus, Proxy, ProxyStatus, SelectorStrategy
+from pharox import (
+    HealthCheckResult,
+    Lease,
+    LeaseStatus,
+    Proxy,
+    ProxyProtocol,
+    ProxyStatus,
+    SelectorStrategy,
+)
 
 from pharox_redis import (
     LeasedProxy,
@@ -288,6 +297,32 @@ def test_re_saving_keeps_a_cool_down(fast: RedisStorage) -> None:
     assert fast.audit().clean
 
 
+def test_a_plain_release_leaves_a_cool_down_and_a_health_check_ends_inactivity(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    storage = make_storage(outcomes=OutcomePolicy(max_failures=2))
+    manager = RedisProxyManager(storage)
+    pool, (proxy,) = seeded(storage, 1, max_concurrency=3)
+    first, second, third = (storage.create_lease(proxy, "w", 60) for _ in range(3))
+    manager.release_proxy(first, outcome=Outcome.failed())
+    manager.release_proxy(second)  # its slot comes back, the proxy stays out
+    assert manager.acquire(pool) is None and cooling(storage, proxy) is not None
+    assert storage.audit().clean
+    manager.release_proxy(third, outcome=Outcome.failed())  # the second failure in a row
+    assert storage.get_proxy(str(proxy.id)).status is ProxyStatus.INACTIVE
+    storage.apply_health_check_result(
+        HealthCheckResult(
+            proxy_id=proxy.id,
+            status=ProxyStatus.ACTIVE,
+            latency_ms=7,
+            protocol=ProxyProtocol.HTTP,
+        )
+    )
+    assert "x" not in state(storage, proxy) and state(storage, proxy)["l"] == 7
+    assert leased(manager, pool).proxy.id == proxy.id
+    assert storage.audit().clean
+
+
 # ---------------------------------------------------------------------- blocks
 
 
@@ -388,3 +423,52 @@ def test_one_round_trip_with_or_without_outcome_or_target(fast: RedisStorage) ->
         got = leased(manager, pool, target="a.example")
         manager.release_proxy(got, outcome=outcome)
     assert [len(b.calls) for b in recorder.batches] == [1] * 8
+
+
+def test_outcomes_from_many_threads_keep_the_pool_exact(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    policy = OutcomePolicy(
+        base_seconds=0.005, max_seconds=0.02, max_failures=1000, block_seconds=0.02
+    )
+    storages = [make_storage(outcomes=policy) for _ in range(4)]
+    pool, proxies = seeded(storages[0], 6, max_concurrency=1)
+    outcomes = [Outcome.ok(5), Outcome.failed(), Outcome.blocked("a.example"), None]
+    most: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        manager = RedisProxyManager(storages[n])
+        try:
+            for i in range(40):
+                target = "a.example" if i % 2 else None
+                got = manager.acquire(pool, duration_seconds=30, target=target)
+                if got is not None:
+                    most.append(outcome_stats(storages[n], pool).stats.total_leases)
+                    manager.release_proxy(got, outcome=outcomes[(n + i) % len(outcomes)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(len(storages))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(most) >= 40 and max(most) <= len(proxies)
+    assert storages[0].audit().clean
+    found = outcome_stats(storages[0], pool)
+    assert found.stats.total_leases == 0 and found.cooling + found.stats.available_proxies <= 6
+
+
+def test_single_scripts_apply_outcomes_as_the_library_does(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    storage = make_storage(outcomes=FAST, functions=False)  # EVALSHA, as on Redis 6.2
+    manager = RedisProxyManager(storage)
+    pool, (proxy, other) = seeded(storage, 2, max_concurrency=1)
+    manager.release_proxy(storage.create_lease(proxy, "w", 60), outcome=Outcome.failed())
+    manager.release_proxy(storage.create_lease(other, "w", 60), outcome=Outcome.blocked("a.b"))
+    assert manager.acquire(pool, target="a.b") is None
+    assert leased(manager, pool).proxy.id == other.id
+    found = outcome_stats(storage, pool)
+    assert (found.cooling, found.blocked) == (1, 1) and storage.audit().clean
