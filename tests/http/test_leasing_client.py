@@ -263,3 +263,45 @@ def test_clients_are_kept_per_proxy_in_a_bounded_lru(
         assert [client.get(origin.url()).status for _ in range(4)] == [200] * 4
         assert (client.clients.made, len(client.clients)) == (made, kept)
     assert len(set(origin.sources())) == 2
+
+
+def test_a_session_reports_its_worst_outcome(
+    manager: RedisProxyManager, proxy_servers: dict[str, ProxyServer], origin: Origin
+) -> None:
+    banned = proxy_servers["alice"]
+    pool = seed_pool(manager.storage, [banned])
+    origin.banned.add((banned.host, "localhost"))
+    with LeasingClient(manager, pool.name) as client, client.session() as session:
+        assert session.get(origin.url("localhost")).status == 403
+        assert session.get(origin.url("127.0.0.1")).status == 200  # a later ok erases nothing
+    found = outcomes(manager.storage, pool.name)
+    assert (found.blocked, found.cooling, found.stats.total_leases) == (1, 0, 0)
+    assert manager.acquire(pool.name, target="localhost") is None
+
+
+def test_the_async_client_rotates_and_holds_sessions(
+    http_storage: RedisStorage,
+    redis_server: RedisServer,
+    proxy_servers: dict[str, ProxyServer],
+    origin: Origin,
+) -> None:
+    live = proxy_servers["spaced"]
+    pool = seed_pool(http_storage, [dead_proxy(), live])
+
+    async def run() -> list[int]:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        storage = AsyncRedisStorage(client, prefix=http_storage.context.keys.prefix)
+        try:
+            manager = AsyncRedisProxyManager(storage)
+            async with AsyncLeasingClient(manager, pool.name, selector=RR, max_tries=2) as leasing:
+                statuses = [(await leasing.get(origin.url())).status_code for _ in range(3)]
+                async with leasing.session(keep_alive=True) as session:
+                    statuses += [(await session.get(origin.url())).status_code for _ in range(2)]
+            return statuses
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [200] * 5
+    assert origin.sources() == [live.host] * 5
+    found = outcomes(http_storage, pool.name)
+    assert (found.cooling, found.stats.total_leases) == (1, 0)
