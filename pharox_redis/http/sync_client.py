@@ -104,7 +104,9 @@ class LeasingClient:
         **kwargs:
             For urllib3's ``request`` (``headers``, ``body``, ``fields``, ``json``,
             ``timeout``...). urllib3 does not retry (``retries=False`` unless given): a
-            failed try rotates to another proxy instead.
+            failed try rotates to another proxy instead. The body is read before the
+            release (``preload_content=True`` unless given; a streamed body is read after
+            the lease is released, and the latency reported ends at the headers).
 
         Raises
         ------
@@ -119,6 +121,7 @@ class LeasingClient:
         domain = target if target is not None else target_of(url)
         settings = self.settings
         kwargs.setdefault("retries", False)
+        kwargs.setdefault("preload_content", True)
         leased = self.manager.acquire(settings.pool_name, **settings.acquire_kwargs(domain))
         tries = 0
         last: Optional[Sent] = None
@@ -230,7 +233,7 @@ class LeasingClient:
         leased.check()
         started = time.perf_counter()
         try:
-            response = client.request(method, url, preload_content=True, **kwargs)
+            response = client.request(method, url, **kwargs)
         except self._transport_errors as exc:
             return None, exc, Outcome.failed()
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -267,6 +270,7 @@ class LeasedSession:
         """Send a request through the held proxy; the body is read. Errors are raised."""
         domain = self._target if self._target is not None else target_of(url)
         kwargs.setdefault("retries", False)
+        kwargs.setdefault("preload_content", True)
         response, error, outcome = self._owner._send_with(
             self._client, self.leased, method, url, domain, kwargs
         )

@@ -61,7 +61,7 @@ class ProxyServer:
     def start(self, port: Optional[int] = None) -> ProxyServer:
         self.port = port or free_port(self.host)
         login = f"#{self.user}:{self.password}" if self.user is not None else ""
-        listen = f"http+socks5://{self.host}:{self.port}/@{self.host}{login}"
+        listen = f"http+socks4+socks5://{self.host}:{self.port}/@{self.host}{login}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pproxy", "-l", listen, "--auth", "0"],
             stdout=subprocess.DEVNULL,

@@ -7,14 +7,17 @@ wrong login (``--auth 0``), so a client that drops the credentials fails it too.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 
+import aiohttp
 import pytest
 import requests
 import urllib3
 from pharox import ProxyProtocol
 
+from pharox_redis.http import aiohttp_connector, urllib3_manager
 from pharox_redis.http.endpoint import ProxyEndpoint
 
 from .conftest import LOGINS
@@ -70,3 +73,23 @@ def test_the_naive_ways_fail_where_the_builders_work(
         response = session.get(origin.url(), proxies={"http": proxy.url}, timeout=10)
     assert response.status_code == 407
     assert origin.sources() == []
+
+
+def test_socks4_with_local_dns(proxy_servers: dict[str, ProxyServer], origin: Origin) -> None:
+    """pproxy speaks SOCKS4 without the 4a extension: the client resolves (remote_dns=False)."""
+    server = proxy_servers["open"]
+    ep = ProxyEndpoint.of(server.proxy(uuid.uuid4(), ProxyProtocol.SOCKS4))
+    manager = urllib3_manager(ep, remote_dns=False, timeout=10)
+    assert manager.request("GET", origin.url(), retries=False).status == 200
+    manager.clear()
+
+    async def fetch() -> int:
+        connector = aiohttp_connector(ep, remote_dns=False)
+        async with (
+            aiohttp.ClientSession(connector=connector, trust_env=False) as session,
+            session.get(origin.url()) as response,
+        ):
+            return response.status
+
+    assert asyncio.run(fetch()) == 200
+    assert origin.sources() == [server.host] * 2
