@@ -24,14 +24,12 @@ from ..outcome import Outcome
 from .clients import httpx_proxy
 from .endpoint import ProxyEndpoint
 from .extras import require
-from .leasing import DEFAULT_TIMEOUT, LeaseSettings
+from .leasing import DEFAULT_TIMEOUT, Acquire, LeaseSettings, Release, Send, Sent, Step, tries
 from .pools import ClientCache
 from .rules import DEFAULT_RULES, OutcomeRules, target_of, worse
 
 if TYPE_CHECKING:
     import httpx
-
-Sent = tuple[Optional["httpx.Response"], Optional[Exception], Outcome]
 
 
 class AsyncLeasingClient:
@@ -86,32 +84,19 @@ class AsyncLeasingClient:
         transport error raised is an ``httpx.TransportError``.
         """
         domain = target if target is not None else target_of(url)
-        settings = self.settings
-        leased = await self.manager.acquire(settings.pool_name, **settings.acquire_kwargs(domain))
-        tries = 0
-        last: Optional[Sent] = None
-        while leased is not None:
-            tries += 1
+        flow = tries(self.settings, domain)
+        value: Any = None
+        error: Optional[BaseException] = None
+        while True:
             try:
-                response, error, outcome = await self._send(leased, method, url, domain, kwargs)
-            except BaseException:
-                await self.manager.release_proxy(leased)
-                raise
-            last = (response, error, outcome)
-            if not settings.again(tries, outcome):
-                await self.manager.release_proxy(leased, outcome=outcome)
-                if error is not None:
-                    raise error
-                assert response is not None
-                return response
-            leased = await self.manager.rotate(leased, **settings.rotate_kwargs(domain, outcome))
-        if last is None:
-            raise settings.none_free(domain)
-        response, error, _ = last  # rotated after it, and no proxy was left
-        if error is not None:
-            raise error
-        assert response is not None
-        return response
+                step = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = await self._perform(step, method, url, domain, kwargs)
+            except BaseException as exc:
+                error = exc
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         """Send a GET request (see :meth:`request`)."""
@@ -151,6 +136,18 @@ class AsyncLeasingClient:
 
     # ------------------------------------------------------------------ internals
 
+    async def _perform(
+        self, step: Step, method: str, url: str, domain: str, kwargs: dict[str, Any]
+    ) -> Any:
+        manager = self.manager
+        if isinstance(step, Send):
+            return await self._send(step.leased, method, url, domain, kwargs)
+        if isinstance(step, Acquire):
+            return await manager.acquire(self.settings.pool_name, **step.kwargs)
+        if isinstance(step, Release):
+            return await manager.release_proxy(step.leased, outcome=step.outcome)
+        return await manager.rotate(step.leased, **step.kwargs)
+
     async def _borrow(self, key: ProxyEndpoint) -> httpx.AsyncClient:
         client, closing = self.clients.borrow(key, lambda: self._build(key))
         for evicted in closing:
@@ -169,7 +166,7 @@ class AsyncLeasingClient:
 
     async def _send(
         self, leased: LeasedProxy, method: str, url: str, domain: str, kwargs: dict[str, Any]
-    ) -> Sent:
+    ) -> Sent[httpx.Response]:
         key = ProxyEndpoint.of(leased)
         client = await self._borrow(key)
         try:
@@ -185,16 +182,16 @@ class AsyncLeasingClient:
         url: str,
         domain: str,
         kwargs: dict[str, Any],
-    ) -> Sent:
+    ) -> Sent[httpx.Response]:
         leased.check()
         started = time.perf_counter()
         try:
             response = await client.request(method, url, **kwargs)
         except self._httpx.TransportError as exc:
-            return None, exc, Outcome.failed()
+            return Sent(None, exc, Outcome.failed())
         latency_ms = (time.perf_counter() - started) * 1000.0
         outcome = self.settings.rules.judge(response.status_code, response, domain, latency_ms)
-        return response, None, outcome
+        return Sent(response, None, outcome)
 
 
 class AsyncLeasedSession:
@@ -219,15 +216,13 @@ class AsyncLeasedSession:
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send a request through the held proxy. Errors are raised."""
         domain = self._target if self._target is not None else target_of(url)
-        response, error, outcome = await self._owner._send_with(
-            self._client, self.leased, method, url, domain, kwargs
-        )
-        self.outcome = worse(self.outcome, outcome)
+        sent = await self._owner._send_with(self._client, self.leased, method, url, domain, kwargs)
+        self.outcome = worse(self.outcome, sent.outcome)
         self.leased.report(self.outcome)
-        if error is not None:
-            raise error
-        assert response is not None
-        return response
+        if sent.error is not None:
+            raise sent.error
+        assert sent.response is not None
+        return sent.response
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         """Send a GET request (see :meth:`request`)."""

@@ -19,13 +19,17 @@ transport error raised. No proxy free raises pharox's ``ProxyUnavailableError``.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Generic, NamedTuple, Optional, TypeVar, Union
 
 from pharox import ProxyFilters, ProxyUnavailableError, SelectorStrategy
 
+from ..leased_proxy import LeasedProxy
 from ..outcome import OK, Outcome
 from .rules import DEFAULT_RULES, OutcomeRules
+
+R = TypeVar("R")
 
 DEFAULT_TIMEOUT = 30.0  # seconds for a request, unless the caller gives a timeout
 
@@ -93,3 +97,72 @@ class LeaseSettings:
         return ProxyUnavailableError(
             f"no proxy of pool {self.pool_name!r} is free" + (f" for {target!r}" if target else "")
         )
+
+
+@dataclass(frozen=True)
+class Sent(Generic[R]):
+    """What one try gave: the response or the transport error, and its outcome."""
+
+    response: Optional[R]
+    error: Optional[Exception]
+    outcome: Outcome
+
+
+class Acquire(NamedTuple):
+    """Step: ``manager.acquire(pool_name, **kwargs)``; the flow gets the LeasedProxy or None."""
+
+    kwargs: dict[str, Any]
+
+
+class Send(NamedTuple):
+    """Step: send the request through ``leased``; the flow gets a :class:`Sent`."""
+
+    leased: LeasedProxy
+
+
+class Release(NamedTuple):
+    """Step: ``manager.release_proxy(leased, outcome=outcome)``."""
+
+    leased: LeasedProxy
+    outcome: Optional[Outcome]
+
+
+class Rotate(NamedTuple):
+    """Step: ``manager.rotate(leased, **kwargs)``; the flow gets the next LeasedProxy or None."""
+
+    leased: LeasedProxy
+    kwargs: dict[str, Any]
+
+
+Step = Union[Acquire, Send, Release, Rotate]
+Tries = Generator[Step, Any, Any]
+
+
+def tries(settings: LeaseSettings, domain: str) -> Tries:
+    """Yield the steps of one request through the leasing clients; return its response.
+
+    Written once for both clients (as ``flows.py`` is for both managers): the sync client
+    performs each step with a sync manager, the async one awaits it. Raises what the request
+    raises: the last transport error, ``ProxyUnavailableError``, or an error of a step (a
+    try that raised anything but a transport error releases its lease first).
+    """
+    leased = yield Acquire(settings.acquire_kwargs(domain))
+    count = 0
+    last: Optional[Sent[Any]] = None
+    while leased is not None:
+        count += 1
+        try:
+            last = yield Send(leased)
+        except BaseException:
+            yield Release(leased, None)
+            raise
+        assert last is not None
+        if not settings.again(count, last.outcome):
+            yield Release(leased, last.outcome)
+            break
+        leased = yield Rotate(leased, settings.rotate_kwargs(domain, last.outcome))
+    if last is None:
+        raise settings.none_free(domain)
+    if last.error is not None:  # the last try's, or rotated after it and no proxy was left
+        raise last.error
+    return last.response

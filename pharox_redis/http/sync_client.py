@@ -21,14 +21,12 @@ from ..outcome import Outcome
 from .clients import urllib3_manager
 from .endpoint import ProxyEndpoint
 from .extras import require
-from .leasing import DEFAULT_TIMEOUT, LeaseSettings
+from .leasing import DEFAULT_TIMEOUT, Acquire, LeaseSettings, Release, Send, Sent, Step, tries
 from .pools import ClientCache
 from .rules import DEFAULT_RULES, OutcomeRules, target_of, worse
 
 if TYPE_CHECKING:
     import urllib3
-
-Sent = tuple[Optional["urllib3.BaseHTTPResponse"], Optional[Exception], Outcome]
 
 
 class LeasingClient:
@@ -119,35 +117,21 @@ class LeasingClient:
 
         """
         domain = target if target is not None else target_of(url)
-        settings = self.settings
         kwargs.setdefault("retries", False)
         kwargs.setdefault("preload_content", True)
-        leased = self.manager.acquire(settings.pool_name, **settings.acquire_kwargs(domain))
-        tries = 0
-        last: Optional[Sent] = None
-        while leased is not None:
-            tries += 1
+        flow = tries(self.settings, domain)
+        value: Any = None
+        error: Optional[BaseException] = None
+        while True:
             try:
-                response, error, outcome = self._send(leased, method, url, domain, kwargs)
-            except BaseException:
-                self.manager.release_proxy(leased)
-                raise
-            last = (response, error, outcome)
-            if not settings.again(tries, outcome):
-                self.manager.release_proxy(leased, outcome=outcome)
-                if error is not None:
-                    raise error
-                assert response is not None
-                return response
-            kwargs_rotate = settings.rotate_kwargs(domain, outcome)
-            leased = self.manager.rotate(leased, **kwargs_rotate)
-        if last is None:
-            raise settings.none_free(domain)
-        response, error, _ = last  # rotated after it, and no proxy was left
-        if error is not None:
-            raise error
-        assert response is not None
-        return response
+                step = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = self._perform(step, method, url, domain, kwargs)
+            except BaseException as exc:
+                error = exc
 
     def get(self, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
         """Send a GET request (see :meth:`request`)."""
@@ -198,6 +182,18 @@ class LeasingClient:
 
     # ------------------------------------------------------------------ internals
 
+    def _perform(
+        self, step: Step, method: str, url: str, domain: str, kwargs: dict[str, Any]
+    ) -> Any:
+        manager = self.manager
+        if isinstance(step, Send):
+            return self._send(step.leased, method, url, domain, kwargs)
+        if isinstance(step, Acquire):
+            return manager.acquire(self.settings.pool_name, **step.kwargs)
+        if isinstance(step, Release):
+            return manager.release_proxy(step.leased, outcome=step.outcome)
+        return manager.rotate(step.leased, **step.kwargs)
+
     def _borrow(self, key: ProxyEndpoint) -> urllib3.PoolManager:
         client, closing = self.clients.borrow(key, lambda: self._build(key))
         for evicted in closing:
@@ -213,7 +209,7 @@ class LeasingClient:
 
     def _send(
         self, leased: LeasedProxy, method: str, url: str, domain: str, kwargs: dict[str, Any]
-    ) -> Sent:
+    ) -> Sent[urllib3.BaseHTTPResponse]:
         key = ProxyEndpoint.of(leased)
         client = self._borrow(key)
         try:
@@ -229,16 +225,16 @@ class LeasingClient:
         url: str,
         domain: str,
         kwargs: dict[str, Any],
-    ) -> Sent:
+    ) -> Sent[urllib3.BaseHTTPResponse]:
         leased.check()
         started = time.perf_counter()
         try:
             response = client.request(method, url, **kwargs)
         except self._transport_errors as exc:
-            return None, exc, Outcome.failed()
+            return Sent(None, exc, Outcome.failed())
         latency_ms = (time.perf_counter() - started) * 1000.0
         outcome = self.settings.rules.judge(response.status, response, domain, latency_ms)
-        return response, None, outcome
+        return Sent(response, None, outcome)
 
 
 class LeasedSession:
@@ -271,15 +267,13 @@ class LeasedSession:
         domain = self._target if self._target is not None else target_of(url)
         kwargs.setdefault("retries", False)
         kwargs.setdefault("preload_content", True)
-        response, error, outcome = self._owner._send_with(
-            self._client, self.leased, method, url, domain, kwargs
-        )
-        self.outcome = worse(self.outcome, outcome)
+        sent = self._owner._send_with(self._client, self.leased, method, url, domain, kwargs)
+        self.outcome = worse(self.outcome, sent.outcome)
         self.leased.report(self.outcome)
-        if error is not None:
-            raise error
-        assert response is not None
-        return response
+        if sent.error is not None:
+            raise sent.error
+        assert sent.response is not None
+        return sent.response
 
     def get(self, url: str, **kwargs: Any) -> urllib3.BaseHTTPResponse:
         """Send a GET request (see :meth:`request`)."""
