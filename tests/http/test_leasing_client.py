@@ -305,3 +305,15 @@ def test_the_async_client_rotates_and_holds_sessions(
     assert origin.sources() == [live.host] * 5
     found = outcomes(http_storage, pool.name)
     assert (found.cooling, found.stats.total_leases) == (1, 0)
+
+
+def test_a_try_that_raises_releases_its_lease(
+    manager: RedisProxyManager, proxy_servers: dict[str, ProxyServer], origin: Origin
+) -> None:
+    pool = seed_pool(manager.storage, [proxy_servers["open"]])
+    with LeasingClient(manager, pool.name) as client:
+        with pytest.raises(TypeError):
+            client.request("GET", origin.url(), no_such_argument=1)
+        assert client.get(origin.url()).status == 200  # the proxy was given back
+    found = outcomes(manager.storage, pool.name)
+    assert (found.stats.total_leases, found.cooling) == (0, 0)
