@@ -9,6 +9,7 @@ from .keys import KeySchema
 from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
 from .operations.audit import AuditReport, Drift
+from .operations.proxies import SavedProxies
 from .storage import RedisStorage
 
 __version__ = "0.1.0"
@@ -25,5 +26,6 @@ __all__ = [
     "RedisProxyManager",
     "RedisStorage",
     "RedisStorageError",
+    "SavedProxies",
     "__version__",
 ]
