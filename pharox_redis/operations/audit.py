@@ -37,11 +37,11 @@ AUDIT_STEPS = (
     "leases",
     "timeline",
     "counts",
+    "address-index",
     "proxies",
     "records",
     "sets",
     "counters",
-    "address-index",
     "addresses",
 )
 SET_IDLE_SECONDS = 86_400  # a repair drops an availability set no selector used for a day
