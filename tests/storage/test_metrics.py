@@ -21,7 +21,7 @@ from pharox_redis.metrics import ManagerMetrics, PoolCollector, serve_metrics
 from ..conftest import BACKENDS
 from ..helpers import Recorder, make_pool, make_proxy, seed_pool
 
-REAL = [b for b in BACKENDS if b.id != "fakeredis"]  # type: ignore[attr-defined]
+REAL = [b for b in BACKENDS if b.id != "fakeredis"]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
