@@ -10,8 +10,10 @@ their next save.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +28,11 @@ from pharox import (
 
 from pharox_redis import AsyncRedisStorage, RedisProxyManager, RedisStorage
 from pharox_redis.operations import proxies as proxy_ops
+from pharox_redis.server import RedisServer
 
 from ..helpers import Recorder, make_pool, make_proxy, recomputed_stats, stored_stats
 
+README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 CLUSTER = pytest.param("cluster", id="cluster", marks=[pytest.mark.real_redis, pytest.mark.cluster])
 
 
@@ -251,29 +255,26 @@ def test_ensure_pool_finishes_a_save_pool_cut_in_two(storage: RedisStorage) -> N
     assert storage.audit().clean
 
 
-def test_the_quickstart_runs_twice(storage: RedisStorage) -> None:
-    def quickstart() -> str:
-        pool = storage.ensure_pool("residential")
-        storage.add_proxies_bulk(
-            [
-                Proxy(
-                    host="203.0.113.7",
-                    port=8080,
-                    protocol=ProxyProtocol.HTTP,
-                    pool_id=pool.id,
-                    status=ProxyStatus.ACTIVE,
-                    max_concurrency=2,
-                    country="AR",
-                )
-            ]
-        )
-        with RedisProxyManager(storage).with_proxy("residential", "worker-1") as leased:
-            assert leased is not None
-            return leased.url
-
-    assert quickstart() == quickstart() == "http://203.0.113.7:8080"
-    (pool,) = storage.list_pools()
-    assert len(storage.list_proxies(str(pool.id))) == 1
+@pytest.mark.real_redis
+def test_the_readme_quickstart_runs_twice(
+    redis_server: RedisServer, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "ensure_pool" in b][
+        :1
+    ]
+    address = 'RedisStorage.from_url("redis://127.0.0.1:6379/0")'
+    assert address in block
+    code = block.replace(address, f"RedisStorage.from_url({redis_server.url!r}, prefix={prefix!r})")
+    for _ in range(2):
+        exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == printed[2] == "http://203.0.113.7:8080"
+    storage = RedisStorage.from_url(redis_server.url, prefix=prefix)
+    try:
+        pool = storage.get_pool_by_name("residential")
+        assert len(storage.list_proxies(str(pool.id))) == 1
+    finally:
+        storage.client.close()
 
 
 # ---------------------------------------------------------------- list_leases
