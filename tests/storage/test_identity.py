@@ -266,7 +266,9 @@ def test_the_readme_quickstart_runs_twice(
     assert address in block
     code = block.replace(address, f"RedisStorage.from_url({redis_server.url!r}, prefix={prefix!r})")
     for _ in range(2):
-        exec(compile(code, "README.md", "exec"), {})
+        scope: dict[str, Any] = {}
+        exec(compile(code, "README.md", "exec"), scope)
+        scope["storage"].client.close()
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == printed[2] == "http://203.0.113.7:8080"
     storage = RedisStorage.from_url(redis_server.url, prefix=prefix)
