@@ -96,9 +96,11 @@ def save_proxies(ctx: Context, proxies: Sequence[Proxy]) -> Op[SavedProxies]:
     for pool, hit in zip(targets, exists, strict=True):
         if not hit:
             raise PoolNotFoundError(f"Pool with ID {pool} does not exist.")
-    stored_ids = yield from _refuse_moves(ctx, groups, [UUID(text(p)) for p in registry])
     # Only a stored proxy can be refused (its new address held by another): a save of more
-    # than one chunk holding one is checked whole first, so a refusal writes no chunk.
+    # than one script call holding one is checked whole first, so a refusal writes no call.
+    several = sum(-(-len(items) // SAVE_CHUNK) for items in groups.values()) > 1
+    pools = [UUID(text(p)) for p in registry]
+    stored_ids = yield from _refuse_moves(ctx, groups, pools, several)
     checked = {pool: groups[pool] for pool in stored_ids}
     if checked:
         yield from _save_chunks(ctx, checked, "check")
@@ -168,17 +170,17 @@ def _save_chunks(
 
 
 def _refuse_moves(
-    ctx: Context, groups: dict[UUID, list[Encoded]], pools: list[UUID]
+    ctx: Context, groups: dict[UUID, list[Encoded]], pools: list[UUID], own: bool
 ) -> Op[set[UUID]]:
     """Raise ValueError when a proxy being saved into one pool is stored in another.
 
-    Returns the pools saved into in more than one chunk that already hold a proxy given.
+    With ``own``, also return the pools that already hold a proxy given for them.
     """
     checks: list[tuple[UUID, UUID, list[str]]] = []
     for target, items in groups.items():
         ids = [item[0] for item in items]
         for other in pools:
-            if other != target or len(items) > SAVE_CHUNK:
+            if other != target or own:
                 for start in range(0, len(ids), MOVE_CHECK_CHUNK):
                     checks.append((target, other, ids[start : start + MOVE_CHECK_CHUNK]))
     if not checks:

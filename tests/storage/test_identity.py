@@ -132,6 +132,16 @@ def test_a_refusal_in_a_later_chunk_writes_no_earlier_chunk(storage: RedisStorag
     assert len(storage.list_proxies(str(pool.id))) == 2
 
 
+def test_a_refusal_in_one_pool_writes_nothing_in_another(storage: RedisStorage) -> None:
+    pool, other = make_pool(storage), make_pool(storage, "other")
+    a, b = make_proxy(pool, 1), make_proxy(pool, 2)
+    storage.add_proxies_bulk([a, b])
+    moved = a.model_copy(update={"host": b.host, "port": b.port})
+    with pytest.raises(ValueError, match="cannot take address"):
+        storage.save_proxies([make_proxy(other, 3), moved])
+    assert storage.list_proxies(str(other.id)) == []
+
+
 def test_delete_then_save_again_creates_it_anew(storage: RedisStorage) -> None:
     pool = make_pool(storage)
     proxy = make_proxy(pool, 1)
