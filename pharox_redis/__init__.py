@@ -8,13 +8,16 @@ from .errors import LeaseLostError, NotReplicatedError, RedisStorageError
 from .keys import KeySchema
 from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
+from .misses import AcquireMiss, MissReason
 from .operations.audit import AuditReport, Drift
+from .operations.proxies import SavedProxies
 from .outcome import Outcome, OutcomePolicy, OutcomeStats
 from .storage import RedisStorage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcquireMiss",
     "AsyncRedisProxyManager",
     "AsyncRedisStorage",
     "AuditReport",
@@ -22,6 +25,7 @@ __all__ = [
     "KeySchema",
     "LeaseLostError",
     "LeasedProxy",
+    "MissReason",
     "NotReplicatedError",
     "Outcome",
     "OutcomePolicy",
@@ -29,5 +33,6 @@ __all__ = [
     "RedisProxyManager",
     "RedisStorage",
     "RedisStorageError",
+    "SavedProxies",
     "__version__",
 ]

@@ -44,6 +44,9 @@ class PoolKeys(NamedTuple):
     * ``blocked`` zset: ``<domain> <proxy id>`` -> end of the block in microseconds: an
       acquire with ``target=<domain>`` skips the proxy until then; expired entries are
       pruned in bounded steps. Pools created before these two keys simply have neither.
+    * ``addresses`` hash: a proxy's address (``<protocol>://<host>:<port>[ <user>]``, host in
+      lower case) -> the id of the one proxy of the pool holding it (see
+      ``lua/_address.lua``); meta field ``addr`` says whether it is complete.
     """
 
     meta: str
@@ -59,6 +62,7 @@ class PoolKeys(NamedTuple):
     leases: str
     cooling: str
     blocked: str
+    addresses: str
 
     @property
     def tag(self) -> str:

@@ -6,7 +6,8 @@ Everything the scripts derive is recomputed from the proxies and the lease recor
   values read at the same instant (so leasing meanwhile never looks like drift): each
   proxy's lease count, the availability sets the pool keeps, the ``active`` counter, the
   time line of lease records (deadlines of active leases, purge times of released ones),
-  and the cool-downs and blocks of reported outcomes (``lua/_outcome.lua``);
+  the cool-downs and blocks of reported outcomes (``lua/_outcome.lua``) and the index of
+  proxy addresses (``lua/_address.lua``);
 * across pools (here): the registry's two hashes, the pool keys themselves (a pool whose
   ``save_pool`` or ``delete_pool`` was cut between its two steps) and the global deadline
   index that tells cleanup which pools to visit.
@@ -37,12 +38,14 @@ AUDIT_STEPS = (
     "leases",
     "timeline",
     "counts",
+    "address-index",
     "proxies",
     "records",
     "cooling",
     "blocked",
     "sets",
     "counters",
+    "addresses",
 )
 SET_IDLE_SECONDS = 86_400  # a repair drops an availability set no selector used for a day
 AUDIT_PAGE = 250  # proxies, set members or lease records one audit step reads (~10 ms)
@@ -62,13 +65,14 @@ class Drift:
     what:
         What drifted: ``count``, ``available:<selector set>``, ``counter``, ``deadline``,
         ``history``, ``lease-without-proxy``, ``record-without-proxy``,
-        ``proxy-without-record``, ``registry``, ``unregistered-pool``, ``schedule``,
+        ``proxy-without-record``, ``address`` (the address index, see ``lua/_address.lua``),
+        ``registry``, ``unregistered-pool``, ``schedule``,
         ``cooling`` (a cool-down's entry on the pool's ``cooling`` time line missing, for
         a proxy that is gone or not cooling, at another end, or the pool's ``cool`` field
         later than the earliest end), ``blocked`` (a block for a proxy that is gone) or
         ``legacy-layout`` (a key in its 0.1.0 layout; repair migrates it).
     subject:
-        The proxy id, lease id, counter or pool name concerned.
+        The proxy id, lease id, counter, address or pool name concerned.
     found:
         The stored value ('' when absent).
     expected:
