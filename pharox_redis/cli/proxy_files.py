@@ -164,7 +164,9 @@ def _items(text: str, fmt: str, errors: list[str]) -> list[tuple[str, dict[str, 
             if isinstance(entry, str):
                 items.append((f"item {number}", {"url": entry}))
             elif isinstance(entry, dict):
-                items.append((f"item {number}", {ALIASES.get(str(k), str(k)): v for k, v in entry.items()}))
+                items.append(
+                    (f"item {number}", {ALIASES.get(str(k), str(k)): v for k, v in entry.items()})
+                )
             else:
                 errors.append(f"item {number}: a proxy is a string or an object")
     return items

@@ -116,13 +116,14 @@ def view(reading: Reading, interval: Optional[float]) -> list[Table | str]:
     """Return what ``stats`` shows of a reading."""
     c = reading.counters
     rate = reading.leases_per_second
+    pending = "- (needs two reads: --watch)" if interval is None else "..."
     head = [
         f"pool {reading.pool.name}  ({reading.pool.id})",
         f"proxies {c['total_proxies']}  active {c['active_proxies']}  "
         f"available {c['available_proxies']}  leased {c['leased_proxies']}  "
         + (f"in cool-down {reading.cooling}  " if reading.cooling is not None else "")
         + f"active leases {c['active_leases']}  "
-        + ("leases/s " + (f"{rate:.1f}" if rate is not None else "...")),
+        + ("leases/s " + (f"{rate:.1f}" if rate is not None else pending)),
     ]
     if interval is not None:
         head.append(f"every {interval:g} s; Ctrl-C to stop")
@@ -155,19 +156,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def watch(storage: RedisStorage, pool: ProxyPool, args: argparse.Namespace) -> None:
-    """Read every ``--interval`` seconds and redraw in place (JSON: one object per line)."""
+    """Read every ``--interval`` seconds and redraw in place until Ctrl-C or ``--count`` reads.
+
+    With ``--json`` each reading is one JSON object on a line of its own.
+    """
     previous: Optional[Reading] = None
     reads = 0
     with LiveView() as live:
-        while args.count is None or reads < args.count:
-            if previous is not None:
-                time.sleep(max(0.0, previous.at + args.interval - time.monotonic()))
-            previous = read(storage, pool, previous, args.top)
-            reads += 1
-            if args.json:
-                print_json_line(previous.as_json())
-            else:
-                live.update(view(previous, args.interval))
+        try:
+            while args.count is None or reads < args.count:
+                if previous is not None:
+                    time.sleep(max(0.0, previous.at + args.interval - time.monotonic()))
+                previous = read(storage, pool, previous, args.top)
+                reads += 1
+                if args.json:
+                    print_json_line(previous.as_json())
+                else:
+                    live.update(view(previous, args.interval))
+        except KeyboardInterrupt:  # the way to stop watching: not an error
+            pass
 
 
 def print_json_line(value: dict[str, Any]) -> None:

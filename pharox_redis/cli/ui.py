@@ -35,14 +35,16 @@ class Table:
     columns: Sequence[str]
     rows: list[Sequence[object]] = field(default_factory=list)
 
+    def numeric(self, column: int) -> bool:
+        """Return True when a column holds numbers (and None, shown as '-') only."""
+        values = [row[column] for row in self.rows if row[column] is not None]
+        return bool(values) and all(isinstance(v, (int, float)) for v in values)
+
     def plain(self) -> list[str]:
         """Return the table as aligned lines of text, title first."""
         cells = [[str(c) for c in self.columns]] + [[cell(v) for v in row] for row in self.rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(self.columns))]
-        numeric = [
-            bool(self.rows) and all(isinstance(row[i], (int, float)) for row in self.rows)
-            for i in range(len(self.columns))
-        ]
+        numeric = [self.numeric(i) for i in range(len(self.columns))]
         lines = [self.title] if self.title else []
         for r in cells:
             parts = [
@@ -60,8 +62,7 @@ class Table:
 
         table = RichTable(title=self.title or None, title_justify="left")
         for i, name in enumerate(self.columns):
-            num = bool(self.rows) and all(isinstance(row[i], (int, float)) for row in self.rows)
-            table.add_column(name, justify="right" if num else "left")
+            table.add_column(name, justify="right" if self.numeric(i) else "left")
         for row in self.rows:
             table.add_row(*(cell(v) for v in row))
         return table

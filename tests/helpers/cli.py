@@ -1,0 +1,117 @@
+"""Running ``pharox-redis`` as a user does: the installed script, in a subprocess or a pty.
+
+The script next to the running interpreter is the installed entry point (with the editable
+install it runs the repository's code; ``PYTHONPATH`` is passed on, so a checkout put first
+on the path runs its own code). Without it, ``python -m pharox_redis`` runs the same main.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+SCRIPT = Path(sys.executable).parent / "pharox-redis"
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "pharox_redis"]
+
+
+@dataclass
+class Done:
+    """A finished run: exit code, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def one_error_line(self) -> str:
+        """Return stderr's only line, checking it is one line and no traceback."""
+        assert "Traceback" not in self.err, self.err
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1, self.err
+        return lines[0]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """Return the environment for a run: no REDIS_URL unless given, plain output."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, stdin: Optional[str] = None, timeout: float = 60, **env: str) -> Done:
+    """Run ``pharox-redis ARGS`` with pipes and return what it did."""
+    done = subprocess.run(
+        [*COMMAND, *args],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(**env),
+    )
+    return Done(done.returncode, done.stdout, done.stderr)
+
+
+@dataclass
+class Screen:
+    """What a run in a pseudo-terminal wrote, and how it ended."""
+
+    output: bytes
+    code: int
+
+
+def run_in_terminal(
+    *args: str,
+    interrupt_after: Optional[bytes] = None,
+    timeout: float = 30,
+    **env: str,
+) -> Screen:
+    """Run ``pharox-redis ARGS`` in a pseudo-terminal of 100 x 40, as a user's shell does.
+
+    ``pty.fork`` makes the terminal the child's controlling terminal, so a Ctrl-C written to
+    it reaches the child as SIGINT through the terminal driver. With ``interrupt_after``, a
+    Ctrl-C is typed once that text has appeared twice (two frames drawn).
+    """
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child only execs
+        try:
+            os.execve(COMMAND[0], [*COMMAND, *args], environment(**env))
+        finally:
+            os._exit(127)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    output = b""
+    deadline = time.monotonic() + timeout
+    typed = False
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                output += data
+            if interrupt_after is not None and not typed and output.count(interrupt_after) >= 2:
+                os.write(fd, b"\x03")
+                typed = True
+        else:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return Screen(output, os.waitstatus_to_exitcode(status))
