@@ -23,7 +23,8 @@
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
 --     record are false when the proxy has been deleted since)
 --   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
---     no items and offset -1 means nothing matches
+--     no items and offset -1 means nothing matches, and then follow 'miss', why (see
+--     miss_fields below), proxies, ACTIVE proxies, available proxies
 --   or {'schedule', name, false}: nothing was done; send again with schedule.lua pipelined
 --   or {'build', name, false}: the selector's set is being built (one bounded step per
 --     call, see ensure_set in _pool.lua); nothing was leased: send again
@@ -81,5 +82,22 @@ end
 local out = answer('scan', name, with_counters, {sched and 1 or 0, next_offset})
 for _, value in ipairs(items) do
   out[#out + 1] = value
+end
+if next_offset < 0 and #items == 0 then
+  -- Why nothing could be leased, read in the same call (pharox_redis/misses.py names them):
+  -- 'no-active-proxy' (none is ACTIVE), 'all-busy' (every ACTIVE proxy is at its max),
+  -- else 'no-match' (the filter matched none of the available ones). Cool-downs add
+  -- 'cooling-down' here, for a pool whose proxies are cooling down.
+  local total, active = redis.call('HLEN', K_STATE), tonumber(redis.call('HGET', K_META, 'active')) or 0
+  local free = redis.call('ZCARD', SET_KEYS[set])
+  local why = 'no-match'
+  if active == 0 then
+    why = 'no-active-proxy'
+  elseif free == 0 then
+    why = 'all-busy'
+  end
+  for _, value in ipairs({'miss', why, total, active, free}) do
+    out[#out + 1] = value
+  end
 end
 return out

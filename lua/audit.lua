@@ -11,6 +11,8 @@
 --   'counts'   the registered name; each active lease on the time line belongs to an
 --              existing proxy; each proxy's lease count equals its active leases. Work:
 --              O(time line entries + leased proxies).
+--   'address-index' one HSCAN page of :addresses (once the index is complete, see
+--              _address.lua): each entry names a proxy with a record of that address.
 --   'proxies'  one HSCAN page of :state: a connection record exists, and the proxy is in
 --              each kept availability set with the right score exactly when it is available.
 --   'records'  one HSCAN page of :records: each belongs to a proxy.
@@ -19,6 +21,8 @@
 --              on the first page, with 'repair', sets unused for ARGV[7] seconds are dropped
 --              (reported as 'idle-set', which is no drift).
 --   'counters' the 'active' counter (the other counters are derived, see _pool.lua).
+--   'addresses' one HSCAN page of :records: each proxy's address has an entry, naming it
+--              (or another proxy of the same address, saved before the index existed).
 -- ARGV[2] 'check' | 'repair'
 -- ARGV[3] the pool's name in the global registry
 -- ARGV[4] retention of released lease records in microseconds (integer >= 0)
@@ -321,6 +325,46 @@ if step == 'timeline' then
   end
   local next_rank = start + (repair and kept or #members / 2)
   out[4] = #members / 2 == page and tostring(next_rank) or '0'
+  return out
+end
+
+if step == 'address-index' or step == 'addresses' then
+  if redis.call('HGET', K_META, 'addr') ~= 'r' then
+    return out  -- not built yet: the next save builds it
+  end
+  local index = step == 'address-index'
+  local scan = redis.call('HSCAN', index and K_ADDRESSES or K_RECORDS, cursor, 'COUNT', page)
+  out[4] = scan[1]
+  local fields = scan[2]
+  for i = 1, #fields, 2 do
+    out[5] = out[5] + 1
+    if index then
+      local address, id = fields[i], fields[i + 1]
+      local holds = address_of(id)
+      local stored = redis.call('HEXISTS', K_STATE, id) == 1
+      if holds == nil and stored then
+        -- A proxy without a record: the 'proxies' step reports it, and its repair removes
+        -- the proxy, so its entry goes with it.
+        if repair then
+          redis.call('HDEL', K_ADDRESSES, address)
+        end
+      elseif holds ~= address or not stored then
+        report('address', address, id, '')
+        if repair then
+          redis.call('HDEL', K_ADDRESSES, address)
+        end
+      end
+    elseif redis.call('HEXISTS', K_STATE, fields[i]) == 1 then  -- else 'records' reports it
+      local id, address = fields[i], record_address(fields[i + 1])
+      local owner = redis.call('HGET', K_ADDRESSES, address)
+      if owner ~= id and not (owner and address_of(owner) == address) then
+        report('address', address, owner or '', id)
+        if repair then
+          redis.call('HSET', K_ADDRESSES, address, id)
+        end
+      end
+    end
+  end
   return out
 end
 

@@ -1,6 +1,6 @@
--- delete_proxy.lua: remove a proxy, its indexes and its health history. Its active leases
--- stay until released or reclaimed, and then change nothing.
--- KEYS the pool's keys (see _pool.lua), then <prefix>:{p:<pool>}:health:<proxy id>  zset of health records
+-- delete_proxy.lua: remove a proxy, its address, its indexes and its health history. Its
+-- active leases stay until released or reclaimed, and then change nothing.
+-- KEYS the pool's keys (see _pool.lua), then <prefix>:{p:<pool>}:health:<proxy id>  zset of health records (the last key)
 -- ARGV[1] proxy id (UUID string)
 -- Returns (see _pool.lua) {'ok' | 'missing', name, false} | 'nopool'
 local id = ARGV[1]
@@ -14,8 +14,9 @@ if not old then
   return answer('missing', name, false)
 end
 reindex(id, old, nil)
+drop_address(address_of(id), id)
 redis.call('HDEL', K_STATE, id)
 redis.call('HDEL', K_RECORDS, id)
 redis.call('HDEL', K_COUNTS, id)
-redis.call('DEL', KEYS[12])
+redis.call('DEL', KEYS[#KEYS])
 return answer('ok', name, false)

@@ -8,12 +8,15 @@ from .errors import LeaseLostError, NotReplicatedError, RedisStorageError
 from .keys import KeySchema
 from .leased_proxy import LeasedProxy
 from .manager import RedisProxyManager
+from .misses import AcquireMiss, MissReason
 from .operations.audit import AuditReport, Drift
+from .operations.proxies import SavedProxies
 from .storage import RedisStorage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcquireMiss",
     "AsyncRedisProxyManager",
     "AsyncRedisStorage",
     "AuditReport",
@@ -21,9 +24,11 @@ __all__ = [
     "KeySchema",
     "LeaseLostError",
     "LeasedProxy",
+    "MissReason",
     "NotReplicatedError",
     "RedisProxyManager",
     "RedisStorage",
     "RedisStorageError",
+    "SavedProxies",
     "__version__",
 ]

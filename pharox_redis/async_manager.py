@@ -30,12 +30,13 @@ from pharox import (
     SelectorStrategy,
 )
 
-from . import batch_flows, flows
+from . import batch_flows, flows, misses
 from .async_storage import AsyncRedisStorage
 from .bounded import await_within
 from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
 from .keepalive import TaskKeepAlive
 from .leased_proxy import LeasedProxy
+from .misses import AcquireMiss
 from .operations.acquire import AcquireRequest
 
 T = TypeVar("T")
@@ -113,6 +114,16 @@ class AsyncRedisProxyManager:
         self._release_callbacks.append(callback)
 
     # ------------------------------------------------------------------ acquire
+
+    @property
+    def last_miss(self) -> Optional[AcquireMiss]:
+        """Return why this asyncio task's last acquire returned None (None when it leased).
+
+        Read from the acquire's own reply, so it costs nothing: an unknown pool, no ACTIVE
+        proxy, all busy, cooling down, or no match for the filters (see ``MissReason``).
+        Kept per asyncio task (a context variable), for the last acquire of any manager.
+        """
+        return misses.last_miss()
 
     async def acquire(
         self,

@@ -35,7 +35,7 @@ from pharox import (
     SelectorStrategy,
 )
 
-from . import codec
+from . import codec, misses
 from .errors import LeaseLostError, RedisStorageError
 from .leased_proxy import LeasedProxy, local_deadline
 from .operations import acquire as acquiring
@@ -183,6 +183,7 @@ def acquire(policy: Policy, asked: AcquireRequest) -> Flow[Optional[LeasedProxy]
     except RedisStorageError as exc:
         exc.lease_id = asked.lease_id
         raise
+    misses.noted(acquired.miss)
     if started_at is not None:
         yield Notify(policy.on_acquire, acquire_payload(asked, acquired, started_at))
     if acquired.lease is None or acquired.proxy is None:

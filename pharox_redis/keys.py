@@ -37,6 +37,9 @@ class PoolKeys(NamedTuple):
     * ``deadlines`` zset: the lease records' time line: active lease id -> expires_at in
       microseconds (server clock); released lease id -> purge time + 0.5.
     * ``leases`` hash: lease id -> JSON {proxy, consumer, acquired, expires, released}.
+    * ``addresses`` hash: a proxy's address (``<protocol>://<host>:<port>[ <user>]``, host in
+      lower case) -> the id of the one proxy of the pool holding it (see
+      ``lua/_address.lua``); meta field ``addr`` says whether it is complete.
     """
 
     meta: str
@@ -50,6 +53,7 @@ class PoolKeys(NamedTuple):
     cursor: str
     deadlines: str
     leases: str
+    addresses: str
 
     @property
     def tag(self) -> str:

@@ -16,11 +16,12 @@ from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 from pharox import Lease, ProxyFilters, ProxyManager, RetryConfig, SelectorStrategy
 
-from . import batch_flows, flows
+from . import batch_flows, flows, misses
 from .bounded import call_within
 from .flows import Flow, Notify, Policy, Run
 from .keepalive import ThreadKeepAlive
 from .leased_proxy import LeasedProxy
+from .misses import AcquireMiss
 from .operations.acquire import AcquireRequest
 from .storage import RedisStorage
 
@@ -81,6 +82,16 @@ class RedisProxyManager(ProxyManager):
                 error = exc
 
     # ------------------------------------------------------------------ acquire
+
+    @property
+    def last_miss(self) -> Optional[AcquireMiss]:
+        """Return why this thread's last acquire returned None (None when it leased).
+
+        Read from the acquire's own reply, so it costs nothing: an unknown pool, no ACTIVE
+        proxy, all busy, cooling down, or no match for the filters (see ``MissReason``).
+        Kept per thread (a context variable), for the last acquire of any manager.
+        """
+        return misses.last_miss()
 
     def acquire(
         self,

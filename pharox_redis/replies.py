@@ -75,6 +75,8 @@ class AcquireReply(NamedTuple):
         Where a ``scan`` continues (-1 when the order is exhausted).
     found:
         The candidates of a ``scan``.
+    miss:
+        For a ``scan`` that found nothing: why, proxies, ACTIVE ones, available ones.
 
     """
 
@@ -86,6 +88,7 @@ class AcquireReply(NamedTuple):
     leased: Optional[Candidate] = None
     next_offset: int = -1
     found: Sequence[Candidate] = ()
+    miss: Optional[Sequence[Any]] = None
 
 
 def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
@@ -99,7 +102,12 @@ def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
             *head, covered == 1, lease, Candidate(proxy_id, True, state, count, record)
         )
     if code == "scan":
-        return AcquireReply(*head, f[0] == 1, next_offset=int(f[1]), found=candidates(f[2:]))
+        rest, miss = f[2:], None
+        if rest and text(rest[0]) == "miss":  # a candidate starts with a proxy id
+            rest, miss = [], rest[1:]
+        return AcquireReply(
+            *head, f[0] == 1, next_offset=int(f[1]), found=candidates(rest), miss=miss
+        )
     return AcquireReply(*head)
 
 

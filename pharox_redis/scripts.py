@@ -3,9 +3,10 @@
 Every script starts with ``lua/_common.lua`` (clock and integer helpers). A pool script then
 gets one line binding the pool's keys to locals named after :class:`~pharox_redis.keys.PoolKeys`
 (their one definition), ``lua/_pool.lua``, and for those that walk a selector's order
-(``find``, ``acquire``, ``rotate`` and ``acquire_many``) ``lua/_select.lua``, before its own
-body. Sources are read once per process; each executor registers them with its own client,
-so no script state lives in a class or a module global.
+(``find``, ``acquire``, ``rotate`` and ``acquire_many``) ``lua/_select.lua``, and for those
+that keep a pool's address index (``save_proxies``, ``delete_proxy``, ``audit``)
+``lua/_address.lua``, before its own body. Sources are read once per process; each executor
+registers them with its own client, so no script state lives in a class or a module global.
 
 All of them also make one function library (:func:`library`, ``FUNCTION LOAD`` then
 ``FCALL``, Redis 7+ and Valkey): the prelude once, then each script's body as a function.
@@ -28,6 +29,7 @@ from pathlib import Path
 from .keys import PoolKeys
 
 SELECT_SCRIPTS = ("find", "acquire", "rotate", "acquire_many")
+ADDRESS_SCRIPTS = ("save_proxies", "delete_proxy", "audit")  # they keep the address index
 POOL_SCRIPTS = (
     *SELECT_SCRIPTS,
     "lease",
@@ -133,6 +135,8 @@ def sources() -> dict[str, ScriptSource]:
             pieces += [(KEY_BINDING, key_binding()), _read("_pool")]
         if name in SELECT_SCRIPTS:
             pieces.append(_read("_select"))
+        if name in ADDRESS_SCRIPTS:
+            pieces.append(_read("_address"))
         pieces.append(_read(name))
         out[name] = _joined(name, pieces)
     return out

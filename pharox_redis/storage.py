@@ -30,6 +30,7 @@ from .failover import SentinelExecutor
 from .operations import cleanup, health, leases, pools, resolve, selection
 from .operations import proxies as proxy_ops
 from .operations.audit import AuditReport, audit
+from .operations.proxies import SavedProxies
 
 
 class RedisStorage(StorageBase, IStorage):
@@ -111,8 +112,9 @@ class RedisStorage(StorageBase, IStorage):
         return self.executor.run(pools.get_pool_stats(self.context, pool_name))
 
     def add_proxies_bulk(self, proxies: Sequence[Proxy]) -> int:
-        """Insert or update many proxies, pipelined; nothing is written if a pool is missing."""
-        return self.executor.run(proxy_ops.save_proxies(self.context, list(proxies)))
+        """Insert or update many proxies by address (see :meth:`save_proxies`); return how many."""
+        saved = self.executor.run(proxy_ops.save_proxies(self.context, list(proxies)))
+        return len(saved.ids)
 
     def save_pool(self, pool: ProxyPool) -> None:
         """Insert or update a pool."""
@@ -131,7 +133,7 @@ class RedisStorage(StorageBase, IStorage):
         self.executor.run(pools.delete_pool(self.context, pool_id))
 
     def save_proxy(self, proxy: Proxy) -> None:
-        """Insert or update a proxy, keeping its lease count."""
+        """Insert or update a proxy by address (see ``save_proxies``), keeping its lease count."""
         self.executor.run(proxy_ops.save_proxies(self.context, [proxy]))
 
     def get_proxy(self, proxy_id: str) -> Proxy:
@@ -150,9 +152,28 @@ class RedisStorage(StorageBase, IStorage):
         """Return a lease by id, or None."""
         return self.executor.run(leases.get_lease(self.context, lease_id))
 
-    def list_leases(self, consumer_id: Optional[str] = None) -> Sequence[Lease]:
-        """Return leases, optionally of one consumer."""
-        return self.executor.run(leases.list_leases(self.context, consumer_id))
+    def list_leases(
+        self,
+        consumer_id: Optional[str] = None,
+        *,
+        pool_name: Optional[str] = None,
+        active_only: bool = False,
+    ) -> Sequence[Lease]:
+        """Return leases by acquire time, optionally of one consumer or pool, or active only.
+
+        Parameters
+        ----------
+        consumer_id:
+            A consumer's id, or its name (an unknown name has no leases).
+        pool_name:
+            Only this pool's leases; PoolNotFoundError when there is no such pool.
+        active_only:
+            Leave out the released records kept for ``lease_retention_seconds`` (pharox's
+            contract lists them, so they are listed by default).
+
+        """
+        op = leases.list_leases(self.context, consumer_id, pool_name, active_only)
+        return self.executor.run(op)
 
     def save_health_record(self, record: ProxyHealthRecord) -> None:
         """Store a health record."""
@@ -161,6 +182,46 @@ class RedisStorage(StorageBase, IStorage):
     def list_health_records(self, proxy_id: UUID, limit: int = 100) -> Sequence[ProxyHealthRecord]:
         """Return a proxy's most recent health records, newest first."""
         return self.executor.run(health.health_records(self.context, proxy_id, limit))
+
+    # ------------------------------------------------------------------ identity and names
+
+    def save_proxies(self, proxies: Sequence[Proxy]) -> SavedProxies:
+        """Insert or update proxies by address and say which were created.
+
+        A proxy's address (protocol, host in lower case, port and user name) is its
+        identity in its pool: saving a proxy whose address a stored proxy of the pool holds
+        updates that proxy, which keeps its stored id (the id of the proxy given is then
+        not used). Saving the same list twice therefore leaves the pool as the first save
+        did. Atomic per pool and chunk of 500; nothing is written when a proxy is refused.
+
+        Returns
+        -------
+        SavedProxies
+            The id each proxy is stored under and whether it was created or updated.
+
+        Raises
+        ------
+        PoolNotFoundError
+            When a proxy's pool does not exist.
+        ValueError
+            When a proxy is invalid, is stored in another pool, or is a stored proxy given
+            the address of another stored proxy.
+
+        """
+        return self.executor.run(proxy_ops.save_proxies(self.context, list(proxies)))
+
+    def get_pool_by_name(self, name: str) -> ProxyPool:
+        """Return a pool by name; PoolNotFoundError when there is none (as ``get_pool``)."""
+        return self.executor.run(pools.get_pool_by_name(self.context, name))
+
+    def ensure_pool(self, name: str, description: Optional[str] = None) -> ProxyPool:
+        """Return the pool called ``name``, creating it when there is none.
+
+        The way to run a setup twice: ``save_pool`` of a new ``ProxyPool`` whose name is
+        taken raises ValueError, ``ensure_pool`` returns the stored pool (with its id and
+        description; ``description`` is used only when the pool is created).
+        """
+        return self.executor.run(pools.ensure_pool(self.context, name, description))
 
     # ------------------------------------------------------------------ pharox helpers
 

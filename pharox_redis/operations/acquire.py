@@ -20,6 +20,7 @@ from pharox import Lease, LeaseStatus, PoolStatsSnapshot, Proxy, ProxyFilters, S
 
 from .. import codec, replies
 from ..filters import compile_filters
+from ..misses import AcquireMiss, MissReason
 from ..replies import Counters
 from .batch import STALE, Op, ScriptCall, Stale, one
 from .context import Context
@@ -45,11 +46,15 @@ class AcquireRequest(NamedTuple):
 
 
 class Acquired(NamedTuple):
-    """The outcome of an acquire: the lease and its proxy (or None), and the pool counters."""
+    """The outcome of an acquire: the lease and its proxy (or None), and the pool counters.
+
+    ``miss`` says why nothing was leased (see ``misses.py``).
+    """
 
     lease: Optional[Lease]
     proxy: Optional[Proxy]
     counters: Optional[Counters]  # None when the pool does not exist
+    miss: Optional[AcquireMiss] = None
 
     def stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
         """Return the pool stats snapshot the reply carried."""
@@ -73,7 +78,8 @@ def acquire(ctx: Context, request: AcquireRequest, with_counters: bool = False) 
         )
 
     acquired = yield from in_named_pool(ctx, request.pool_name, attempt)
-    return acquired or Acquired(None, None, None)
+    unknown = AcquireMiss(request.pool_name, MissReason.UNKNOWN_POOL)
+    return acquired or Acquired(None, None, None, unknown)
 
 
 def _acquire_in(
@@ -130,8 +136,15 @@ def _acquire_in(
         if not isinstance(taken, Missed):
             return taken
         if reply.next_offset < 0:
-            return Acquired(None, None, taken.counters)
+            return Acquired(None, None, taken.counters, _miss(request.pool_name, reply))
         offset = reply.next_offset
+
+
+def _miss(pool_name: str, reply: replies.AcquireReply) -> AcquireMiss:
+    """Return why a walk that ended leased nothing: from the script, or its predicates."""
+    if reply.miss is not None:
+        return AcquireMiss.from_reply(pool_name, reply.miss)
+    return AcquireMiss(pool_name, MissReason.NO_MATCH)  # the predicates approved none
 
 
 class Missed(NamedTuple):

@@ -4,9 +4,9 @@ Everything the scripts derive is recomputed from the proxies and the lease recor
 
 * per pool (``lua/audit.lua``), in bounded steps, each one atomic script call that compares
   values read at the same instant (so leasing meanwhile never looks like drift): each
-  proxy's lease count, the availability sets the pool keeps, the ``active`` counter, and
-  the time line of lease records (deadlines of active leases, purge times of released
-  ones);
+  proxy's lease count, the availability sets the pool keeps, the ``active`` counter, the
+  time line of lease records (deadlines of active leases, purge times of released ones)
+  and the index of proxy addresses (``lua/_address.lua``);
 * across pools (here): the registry's two hashes, the pool keys themselves (a pool whose
   ``save_pool`` or ``delete_pool`` was cut between its two steps) and the global deadline
   index that tells cleanup which pools to visit.
@@ -33,7 +33,17 @@ from .pools import drop_pool_keys
 from .validation import check_text
 
 _REPAIR_PASSES = 3
-AUDIT_STEPS = ("leases", "timeline", "counts", "proxies", "records", "sets", "counters")
+AUDIT_STEPS = (
+    "leases",
+    "timeline",
+    "counts",
+    "address-index",
+    "proxies",
+    "records",
+    "sets",
+    "counters",
+    "addresses",
+)
 SET_IDLE_SECONDS = 86_400  # a repair drops an availability set no selector used for a day
 AUDIT_PAGE = 250  # proxies, set members or lease records one audit step reads (~10 ms)
 # schedule.lua runs just after the lease in the same pipeline, so its hint is later than the
@@ -52,10 +62,11 @@ class Drift:
     what:
         What drifted: ``count``, ``available:<selector set>``, ``counter``, ``deadline``,
         ``history``, ``lease-without-proxy``, ``record-without-proxy``,
-        ``proxy-without-record``, ``registry``, ``unregistered-pool``, ``schedule`` or
-        ``legacy-layout`` (a key in its 0.1.0 layout; repair migrates it).
+        ``proxy-without-record``, ``address`` (the address index, see ``lua/_address.lua``),
+        ``registry``, ``unregistered-pool``, ``schedule`` or ``legacy-layout`` (a key in its
+        0.1.0 layout; repair migrates it).
     subject:
-        The proxy id, lease id, counter or pool name concerned.
+        The proxy id, lease id, counter, address or pool name concerned.
     found:
         The stored value ('' when absent).
     expected:

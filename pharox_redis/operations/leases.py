@@ -14,15 +14,23 @@ from datetime import datetime
 from typing import Any, NamedTuple, Optional, Sequence, Union
 from uuid import UUID
 
-from pharox import Lease, LeaseStatus, Proxy, ProxyNotFoundError, ProxyUnavailableError
+from pharox import (
+    Lease,
+    LeaseStatus,
+    PoolNotFoundError,
+    Proxy,
+    ProxyNotFoundError,
+    ProxyUnavailableError,
+)
 
 from .. import codec, replies
+from ..codec import text
 from ..errors import LeaseLostError, NotReplicatedError
 from ..replies import Counters, LeaseReply
 from .batch import STALE, Batch, Call, Command, Op, ScriptCall, Stale, one
 from .context import Context
 from .resolve import ensure_consumer, in_proxy_pool, lease_location, pool_list
-from .validation import lease_duration_us, parse_uuid
+from .validation import check_text, lease_duration_us, parse_uuid
 
 log = logging.getLogger("pharox_redis")
 
@@ -266,14 +274,29 @@ def get_lease(ctx: Context, lease_id: Any) -> Op[Optional[Lease]]:
     return codec.decode_lease(uid, raw, pool_id, pool_name, now)
 
 
-def list_leases(ctx: Context, consumer_id: Optional[str]) -> Op[list[Lease]]:
-    """Return active and retained leases, optionally of one consumer (as ``get_lease``)."""
+def list_leases(
+    ctx: Context,
+    consumer_id: Optional[str],
+    pool_name: Optional[str] = None,
+    active_only: bool = False,
+) -> Op[list[Lease]]:
+    """Return leases by acquire time, optionally of one consumer, one pool, or active only.
+
+    ``consumer_id`` is a consumer's id or, when it is not a UUID, its name; an unknown one
+    has no leases. Without ``active_only`` the released records kept for the retention are
+    listed too (pharox's contract). An unknown ``pool_name`` raises PoolNotFoundError.
+    """
     wanted = None
     if consumer_id is not None:
-        wanted = parse_uuid(consumer_id)
+        wanted = yield from _consumer(ctx, consumer_id)
         if wanted is None:
             return []
     pools = yield from pool_list(ctx)
+    if pool_name is not None:
+        check_text(pool_name, "pool_name")
+        pools = {uid: name for uid, name in pools.items() if name == pool_name}
+        if not pools:
+            raise PoolNotFoundError(f"Pool {pool_name!r} not found.")
     ids = list(pools)
     if not ids:
         return []
@@ -285,5 +308,21 @@ def list_leases(ctx: Context, consumer_id: Optional[str]) -> Op[list[Lease]]:
     for pool, table in zip(ids, tables, strict=True):
         for lid, raw in table.items():
             if wanted is None or codec.lease_consumer(raw) == str(wanted):
-                out.append(codec.decode_lease(lid, raw, pool, pools[pool], now_us))
+                lease = codec.decode_lease(lid, raw, pool, pools[pool], now_us)
+                if not active_only or lease.status is LeaseStatus.ACTIVE:
+                    out.append(lease)
     return sorted(out, key=lambda lease: lease.acquired_at)
+
+
+def _consumer(ctx: Context, consumer: Any) -> Op[Optional[UUID]]:
+    """Return a consumer's id given its id or its name; None when there is no such name."""
+    uid = parse_uuid(consumer)
+    if uid is not None:
+        return uid
+    if not isinstance(consumer, str):
+        return None
+    cached = ctx.consumers.get(consumer)
+    if cached is not None:
+        return cached
+    (raw,) = yield one(Command(("HGET", ctx.keys.globals.consumers, consumer)))
+    return None if raw is None else UUID(text(raw))

@@ -37,14 +37,65 @@ def save_pool(ctx: Context, pool: ProxyPool) -> Op[None]:
     owner = replies.register_reply(reply)
     if owner is not None:
         raise ValueError(f"pool name {name!r} is already used by pool {owner}")
+    yield from _write_meta(ctx, pool)
+    ctx.name_pool(name, pool.id)
+
+
+def ensure_pool(ctx: Context, name: str, description: Optional[str] = None) -> Op[ProxyPool]:
+    """Return the pool called ``name``, creating it (with ``description``) when there is none.
+
+    A pool that exists is returned as stored, description included: running the same setup
+    twice finds the pool the first run made. Concurrent callers get the same pool.
+    """
+    pool = ProxyPool(name=check_text(name, "pool name"), description=description)
+    g = ctx.keys.globals
+    (reply,) = yield one(
+        ScriptCall("register_pool", (g.pool_ids, g.pool_names), (str(pool.id), pool.name))
+    )
+    owner = replies.register_reply(reply)
+    if owner is None:
+        yield from _write_meta(ctx, pool)
+        ctx.name_pool(pool.name, pool.id)
+        return pool
+    uid = UUID(text(owner))
+    meta = ctx.keys.pool(uid).meta
+    # The owner's save_pool may not have written its keys yet: write the name it registered
+    # (as the audit's repair would), never over a name already there.
+    _, (stored, stored_description) = yield Batch(
+        (
+            Command(("HSETNX", meta, "name", pool.name)),
+            Command(("HMGET", meta, "name", "description")),
+        )
+    )
+    ctx.name_pool(pool.name, uid)
+    return codec.decode_pool(uid, stored, stored_description)
+
+
+def _write_meta(ctx: Context, pool: ProxyPool) -> Op[None]:
+    """Write a registered pool's name and description to its own keys."""
     meta = ctx.keys.pool(pool.id).meta
     description: Command
     if pool.description is None:
         description = Command(("HDEL", meta, "description"))
     else:
         description = Command(("HSET", meta, "description", pool.description))
-    yield Batch((Command(("HSET", meta, "name", name)), description), atomic=True)
-    ctx.name_pool(name, pool.id)
+    yield Batch((Command(("HSET", meta, "name", pool.name)), description), atomic=True)
+
+
+def get_pool_by_name(ctx: Context, name: str) -> Op[ProxyPool]:
+    """Return a pool by name; PoolNotFoundError when there is none (as ``get_pool``)."""
+    check_text(name, "pool_name")
+
+    def read(uid: UUID) -> Op[Union[ProxyPool, Stale]]:
+        (values,) = yield one(Command(("HMGET", ctx.keys.pool(uid).meta, "name", "description")))
+        if values[0] is None or text(values[0]) != name:
+            return STALE
+        return codec.decode_pool(uid, values[0], values[1])
+
+    pool = yield from in_named_pool(ctx, name, read)
+    if pool is None:
+        raise PoolNotFoundError(f"Pool {name!r} not found.")
+    return pool
 
 
 def get_pool(ctx: Context, pool_id: str) -> Op[ProxyPool]:

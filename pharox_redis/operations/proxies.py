@@ -7,17 +7,21 @@ is written, and refuses to move a proxy between pools (delete it first).
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 from uuid import UUID
 
-from pharox import PoolNotFoundError, Proxy, ProxyNotFoundError
+from pharox import PoolNotFoundError, Proxy, ProxyNotFoundError, ProxyStatus
 
 from .. import codec, replies
 from ..codec import text
-from .batch import STALE, Batch, Call, Command, Op, ScriptCall, Stale, one
+from .batch import STALE, Batch, Command, Op, ScriptCall, Stale, one
 from .context import Context
 from .resolve import in_proxy_pool
 from .validation import parse_uuid
+
+log = logging.getLogger("pharox_redis")
 
 SAVE_CHUNK = 500  # proxies per save_proxies.lua call
 MOVE_CHECK_CHUNK = 1000  # proxy ids per HMGET looking for them in other pools
@@ -25,10 +29,53 @@ MOVE_CHECK_CHUNK = 1000  # proxy ids per HMGET looking for them in other pools
 Encoded = tuple[str, bytes, bytes]  # id, state JSON, record msgpack (codec.encode_proxy)
 
 
-def save_proxies(ctx: Context, proxies: Sequence[Proxy]) -> Op[int]:
-    """Insert or update proxies; validates everything before writing anything."""
+@dataclass(frozen=True)
+class SavedProxies:
+    """What a save did with each proxy given, in the order given.
+
+    A proxy's address (protocol, host in lower case, port, user) is its identity in its
+    pool: a proxy saved with the address of a stored proxy updates that one, which keeps its
+    id, so a list saved twice leaves one proxy per address.
+
+    Attributes
+    ----------
+    ids:
+        The id each proxy is stored under: its own, or the id of the stored proxy with its
+        address.
+    created:
+        True for a proxy that was added, False for one that updated a stored proxy.
+
+    """
+
+    ids: tuple[UUID, ...]
+    created: tuple[bool, ...]
+
+    @property
+    def created_count(self) -> int:
+        """Return how many proxies were added."""
+        return sum(self.created)
+
+    @property
+    def updated_count(self) -> int:
+        """Return how many stored proxies were updated."""
+        return len(self.created) - self.created_count
+
+
+def save_proxies(ctx: Context, proxies: Sequence[Proxy]) -> Op[SavedProxies]:
+    """Insert or update proxies by address; validates everything before writing anything.
+
+    Raises
+    ------
+    PoolNotFoundError
+        When a proxy's pool does not exist (nothing is written).
+    ValueError
+        When a proxy is invalid, belongs to another pool, or is a stored proxy given the
+        address another stored proxy holds (nothing is written).
+
+    """
     groups: dict[UUID, list[Encoded]] = {}
     pool_of: dict[str, UUID] = {}
+    order: list[tuple[UUID, int]] = []  # each proxy's pool and place in its group
     for proxy in proxies:
         encoded = codec.encode_proxy(proxy)
         first = pool_of.setdefault(encoded[0], proxy.pool_id)
@@ -36,9 +83,11 @@ def save_proxies(ctx: Context, proxies: Sequence[Proxy]) -> Op[int]:
             raise ValueError(
                 f"proxy {encoded[0]} is given for two pools, {first} and {proxy.pool_id}"
             )
-        groups.setdefault(proxy.pool_id, []).append(encoded)
+        group = groups.setdefault(proxy.pool_id, [])
+        order.append((proxy.pool_id, len(group)))
+        group.append(encoded)
     if not groups:
-        return 0
+        return SavedProxies((), ())
     targets = list(groups)
     *exists, registry = yield Batch(
         [Command(("EXISTS", ctx.keys.pool(p).meta)) for p in targets]
@@ -48,21 +97,71 @@ def save_proxies(ctx: Context, proxies: Sequence[Proxy]) -> Op[int]:
         if not hit:
             raise PoolNotFoundError(f"Pool with ID {pool} does not exist.")
     yield from _refuse_moves(ctx, groups, [UUID(text(p)) for p in registry])
-    calls: list[Call] = []
+    if any(len(items) > SAVE_CHUNK for items in groups.values()):
+        yield from _save_chunks(ctx, groups, "check")  # a refusal leaves nothing half-written
+    stored = yield from _save_chunks(ctx, groups, "write")
+    for pool, saved in stored.items():
+        for proxy_id, _ in saved:
+            ctx.remember(proxy_id, pool)
+    placed = [stored[pool][i] for pool, i in order]
+    _warn_inactive(proxies, placed)
+    return SavedProxies(tuple(p for p, _ in placed), tuple(c for _, c in placed))
+
+
+def _warn_inactive(proxies: Sequence[Proxy], placed: list[tuple[UUID, bool]]) -> None:
+    """Warn about a pool given new proxies that are all INACTIVE: none of them can be leased.
+
+    pharox's ``Proxy`` has status INACTIVE unless told otherwise, which is easy to miss.
+    """
+    fresh: dict[UUID, list[Proxy]] = {}
+    for proxy, (_, created) in zip(proxies, placed, strict=True):
+        if created:
+            fresh.setdefault(proxy.pool_id, []).append(proxy)
+    for pool, added in fresh.items():
+        if all(ProxyStatus(p.status) is not ProxyStatus.ACTIVE for p in added):
+            log.warning(
+                "pool %s got %d new proxies and none is ACTIVE: acquire cannot lease them "
+                "(pharox's Proxy is INACTIVE unless status=ProxyStatus.ACTIVE is given)",
+                pool,
+                len(added),
+            )
+
+
+def _save_chunks(
+    ctx: Context, groups: dict[UUID, list[Encoded]], mode: str
+) -> Op[dict[UUID, list[tuple[UUID, bool]]]]:
+    """Run ``lua/save_proxies.lua`` over every group in chunks; return (id, created) each."""
+    calls: list[tuple[UUID, ScriptCall]] = []
     for pool, items in groups.items():
         for start in range(0, len(items), SAVE_CHUNK):
             chunk = items[start : start + SAVE_CHUNK]
             args: list[Any] = [len(chunk)]
             for item in chunk:
                 args.extend(item)
-            calls.append(ScriptCall("save_proxies", ctx.keys.pool(pool), args))
-    for reply in (yield Batch(calls)):
-        if replies.code_of(reply) == "nopool":
-            raise PoolNotFoundError("A pool was deleted while its proxies were being saved.")
-    for pool, items in groups.items():
-        for proxy_id, _, _ in items:
-            ctx.remember(UUID(proxy_id), pool)
-    return sum(len(items) for items in groups.values())
+            args.append(mode)
+            calls.append((pool, ScriptCall("save_proxies", ctx.keys.pool(pool), args)))
+    done: dict[int, Sequence[Any]] = {}
+    while len(done) < len(calls):
+        pending = [i for i in range(len(calls)) if i not in done]
+        answers = yield Batch([calls[i][1] for i in pending])
+        for i, raw in zip(pending, answers, strict=True):
+            reply = replies.pool_reply(raw)
+            if reply.code == "nopool":
+                raise PoolNotFoundError("A pool was deleted while its proxies were being saved.")
+            if reply.code == "conflict":
+                proxy_id, address, holder = (text(v) for v in reply.fields)
+                raise ValueError(
+                    f"proxy {proxy_id} cannot take address {address!r}: proxy {holder} of "
+                    f"pool {calls[i][0]} has it (delete one of them first)"
+                )
+            if reply.code == "ok":  # else 'build': one step of indexing an older pool
+                done[i] = reply.fields
+    out: dict[UUID, list[tuple[UUID, bool]]] = {pool: [] for pool in groups}
+    for i, (pool, _) in enumerate(calls):
+        fields = done[i]
+        for j in range(1, len(fields), 2):
+            out[pool].append((UUID(text(fields[j])), int(fields[j + 1]) == 1))
+    return out
 
 
 def _refuse_moves(ctx: Context, groups: dict[UUID, list[Encoded]], pools: list[UUID]) -> Op[None]:
