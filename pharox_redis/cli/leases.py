@@ -57,16 +57,9 @@ def list_leases(args: argparse.Namespace) -> int:
     with open_storage(args) as storage:
         pool = find_pool(storage, args.pool)
         names = consumer_names(storage)
-        consumer_id = None
-        if args.consumer is not None:
-            consumer_id = next((i for i, n in names.items() if n == args.consumer), None)
-            if consumer_id is None:
-                raise CliError(ExitCode.NOT_FOUND, f"no consumer named {args.consumer!r}")
-        found = [
-            lease
-            for lease in storage.list_leases(consumer_id)
-            if lease.pool_id == pool.id and (args.all or lease.status == LeaseStatus.ACTIVE)
-        ]
+        if args.consumer is not None and args.consumer not in names.values():
+            raise CliError(ExitCode.NOT_FOUND, f"no consumer named {args.consumer!r}")
+        found = storage.list_leases(args.consumer, pool_name=pool.name, active_only=not args.all)
         addresses = proxy_addresses(storage, str(pool.id))
     now = datetime.now(timezone.utc)
     rows = [describe(lease, names, now) for lease in found]

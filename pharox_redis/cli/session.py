@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 import redis
-from pharox import ProxyPool
+from pharox import PoolNotFoundError, ProxyPool
 
 from ..connect import redact
 from ..errors import RedisStorageError
@@ -71,7 +71,7 @@ def open_storage(args: argparse.Namespace) -> Iterator[RedisStorage]:
 
 
 def find_pool(storage: RedisStorage, name: str) -> ProxyPool:
-    """Return the pool called ``name``.
+    """Return the pool called ``name`` (``get_pool_by_name``).
 
     Raises
     ------
@@ -79,11 +79,11 @@ def find_pool(storage: RedisStorage, name: str) -> ProxyPool:
         ``NOT_FOUND``, naming a pool whose name differs only in case when there is one.
 
     """
-    pools = storage.list_pools()
-    for pool in pools:
-        if pool.name == name:
-            return pool
-    hint = [p.name for p in pools if p.name.casefold() == name.casefold()]
+    try:
+        return storage.get_pool_by_name(name)
+    except PoolNotFoundError:
+        pass
+    hint = [p.name for p in storage.list_pools() if p.name.casefold() == name.casefold()]
     also = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise CliError(ExitCode.NOT_FOUND, f"no pool named {name!r}{also}")
 

@@ -81,7 +81,7 @@ def read(storage: RedisStorage, pool: ProxyPool, previous: Optional[Reading], to
         raise CliError(ExitCode.NOT_FOUND, f"pool {pool.name!r} was deleted")
     at = time.monotonic()
     proxies = storage.list_proxies(str(pool.id))
-    records = [lease for lease in storage.list_leases() if lease.pool_id == pool.id]
+    records = storage.list_leases(pool_name=pool.name)  # active and retained
     names = consumer_names(storage)
     active = [lease for lease in records if lease.status == LeaseStatus.ACTIVE]
     by_consumer = Counter(

@@ -4,8 +4,8 @@ Import reads the whole file first (see :mod:`pharox_redis.cli.proxy_files` for t
 and writes nothing, not even a new pool, when any line is bad: every bad line is reported
 with its number and the command exits with ``BAD_INPUT``. Then it creates the pool if it is
 missing and saves the proxies in chunks (a progress bar in a terminal for 1,000 or more).
-A proxy is the same proxy as one already in the pool when its scheme, host, port and user
-are the same: it is updated, not added again, so importing a file twice changes nothing.
+The storage saves proxies by address (``save_proxies``): a proxy with the scheme, host, port
+and user of one already in the pool updates it, so importing a file twice changes nothing.
 ``--replace`` then removes the pool's proxies the file does not list. A connection lost in
 the middle leaves the chunks already saved; running the import again completes it.
 """
@@ -16,11 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from pharox import Proxy, ProxyPool, ProxyStatus
 
 from .errors import CliError, ExitCode
-from .proxy_files import FORMATS, Defaults, detect, identity, parse, render
+from .proxy_files import FORMATS, Defaults, detect, parse, render
 from .session import find_pool, open_storage, print_json
 from .ui import Progress
 
@@ -103,42 +104,31 @@ def run_import(args: argparse.Namespace) -> int:
         except CliError as exc:
             if exc.code != ExitCode.NOT_FOUND:
                 raise
-            pool, created = ProxyPool(name=args.pool), True
+            pool, created = ProxyPool(name=args.pool), True  # created once the file is good
         parsed = parse(text, fmt, pool.id, defaults)
         if parsed.errors:
-            details = [f"error: {label}: {e}" for e in parsed.errors[:SHOWN_ERRORS]]
-            if len(parsed.errors) > SHOWN_ERRORS:
-                details.append(f"error: ... and {len(parsed.errors) - SHOWN_ERRORS} more")
-            bad = len(parsed.errors)
-            raise CliError(
-                ExitCode.BAD_INPUT,
-                f"{label}: {bad} bad line{'s' if bad > 1 else ''} ({fmt}); nothing was imported",
-                details,
-            )
+            raise bad_file(label, fmt, parsed.errors)
         for duplicate in parsed.duplicates:
             print(f"warning: {label}: {duplicate}: skipped", file=sys.stderr)
         proxies = [proxy for _, proxy in parsed.proxies]
-        existing = [] if created else list(storage.list_proxies(str(pool.id)))
-        known = {identity(p): p for p in existing}
-        for proxy in proxies:  # keep the id of the proxy already stored (same identity)
-            stored = known.get(identity(proxy))
-            if stored is not None:
-                proxy.id = stored.id
         if created:
-            storage.save_pool(pool)
+            pool = storage.ensure_pool(args.pool)  # the same pool if another import made it
+            for proxy in proxies:
+                proxy.pool_id = pool.id
+        before = {p.id for p in storage.list_proxies(str(pool.id))} if args.replace else set()
+        kept: set[UUID] = set()
+        updated = 0
         with Progress(f"importing into {pool.name}", len(proxies)) as progress:
             for start in range(0, len(proxies), CHUNK):
                 chunk = proxies[start : start + CHUNK]
-                storage.add_proxies_bulk(chunk)
+                saved = storage.save_proxies(chunk)  # by address: a known proxy is updated
+                kept.update(saved.ids)
+                updated += len(chunk) - saved.created_count
                 progress.advance(len(chunk))
         removed = 0
-        if args.replace:
-            wanted = {identity(p) for p in proxies}
-            for stale in existing:
-                if identity(stale) not in wanted:
-                    storage.delete_proxy(str(stale.id))
-                    removed += 1
-    updated = sum(identity(p) in known for p in proxies)
+        for stale in sorted(before - kept):  # --replace: what the file does not list
+            storage.delete_proxy(str(stale))
+            removed += 1
     result = {
         "pool": pool.name,
         "id": str(pool.id),
@@ -159,6 +149,21 @@ def run_import(args: argparse.Namespace) -> int:
             f"{updated} updated, {removed} removed"
         )
     return ExitCode.OK
+
+
+def bad_file(label: str, fmt: str, errors: list[str]) -> CliError:
+    """Return the error for a file with bad lines: one line each (the first 20), then a total."""
+    if len(errors) == 1:
+        return CliError(ExitCode.BAD_INPUT, f"{label}: {errors[0]}; nothing was imported")
+    details = [f"error: {label}: {e}" for e in errors[:SHOWN_ERRORS]]
+    if len(errors) > SHOWN_ERRORS:
+        details.append(f"error: ... and {len(errors) - SHOWN_ERRORS} more")
+    bad = len(errors)
+    return CliError(
+        ExitCode.BAD_INPUT,
+        f"{label}: {bad} bad line{'s' if bad > 1 else ''} ({fmt}); nothing was imported",
+        details,
+    )
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -30,7 +30,6 @@ def proxies_of(storage: RedisStorage, pool: str) -> list[tuple[str, str, int, st
     )
 
 
-@pytest.mark.slow
 def test_a_thousand_proxies_imported_twice_are_a_thousand(cli: Cli, admin: RedisStorage) -> None:
     first = cli("import", "residential", "-", stdin=THOUSAND)
     assert first.code == ExitCode.OK, first.err
