@@ -12,7 +12,6 @@ import json
 import os
 import pty
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -73,6 +72,15 @@ class Screen:
     code: int
 
 
+# Run in a new session (Popen's start_new_session), the child takes the pty on its stdin as
+# its controlling terminal, then becomes pharox-redis: a Ctrl-C typed reaches it as SIGINT.
+# (pty.fork would fork the test process, which may have threads running.)
+TAKE_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 def run_in_terminal(
     *args: str,
     interrupt_after: Optional[bytes] = None,
@@ -81,37 +89,39 @@ def run_in_terminal(
 ) -> Screen:
     """Run ``pharox-redis ARGS`` in a pseudo-terminal of 100 x 40, as a user's shell does.
 
-    ``pty.fork`` makes the terminal the child's controlling terminal, so a Ctrl-C written to
-    it reaches the child as SIGINT through the terminal driver. With ``interrupt_after``, a
-    Ctrl-C is typed once that text has appeared twice (two frames drawn).
+    With ``interrupt_after``, a Ctrl-C is typed once that text has appeared twice (two
+    frames drawn). The run is killed if it has not ended after ``timeout`` seconds.
     """
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child only execs
-        try:
-            os.execve(COMMAND[0], [*COMMAND, *args], environment(**env))
-        finally:
-            os._exit(127)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    child = subprocess.Popen(
+        [sys.executable, "-c", TAKE_TERMINAL, *COMMAND, *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=environment(**env),
+        start_new_session=True,
+    )
+    os.close(secondary)
     output = b""
     deadline = time.monotonic() + timeout
     typed = False
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
+            ready, _, _ = select.select([primary], [], [], 0.1)
             if ready:
                 try:
-                    data = os.read(fd, 65536)
-                except OSError:  # the child closed the terminal
+                    data = os.read(primary, 65536)
+                except OSError:  # every end of the terminal is closed: the child is gone
                     break
                 if not data:
                     break
                 output += data
             if interrupt_after is not None and not typed and output.count(interrupt_after) >= 2:
-                os.write(fd, b"\x03")
+                os.write(primary, b"\x03")
                 typed = True
         else:
-            os.kill(pid, signal.SIGKILL)
+            child.kill()
     finally:
-        os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return Screen(output, os.waitstatus_to_exitcode(status))
+        os.close(primary)
+    return Screen(output, child.wait(10))
