@@ -231,6 +231,10 @@ class AsyncRedisStorage(StorageBase, IAsyncStorage):
         """
         return await self.executor.run(pools.ensure_pool(self.context, name, description))
 
+    async def list_pool_stats(self) -> list[PoolStatsSnapshot]:
+        """Return every pool's counters, sorted by pool name, in two round trips."""
+        return await self.executor.run(pools.list_pool_stats(self.context))
+
     # ------------------------------------------------------------------ pharox helpers
 
     async def add_pool(self, pool: ProxyPool) -> None:

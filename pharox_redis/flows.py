@@ -19,6 +19,7 @@ from typing import (
     Iterator,
     NamedTuple,
     Optional,
+    Protocol,
     Sequence,
     TypeVar,
     Union,
@@ -38,6 +39,7 @@ from pharox import (
 from . import codec, misses
 from .errors import LeaseLostError, RedisStorageError
 from .leased_proxy import LeasedProxy, local_deadline
+from .misses import AcquireMiss, MissReason
 from .operations import acquire as acquiring
 from .operations import leases
 from .operations.acquire import Acquired, AcquireRequest
@@ -85,6 +87,22 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class Observer(Protocol):
+    """What a manager tells its observers (``policy.observers``; see ``metrics.py``).
+
+    Called in the thread or task of the call; an observer must be quick and not raise.
+    """
+
+    def acquired(self, pool_name: str, miss: Optional[AcquireMiss], seconds: float) -> None:
+        """Take note that an acquire ended: leased (``miss`` None) or not, after ``seconds``."""
+
+    def renewed(self, pool_name: str) -> None:
+        """Take note that a lease was renewed (by ``renew_lease`` or a keep-alive)."""
+
+    def lost(self, pool_name: str) -> None:
+        """Take note that a lease was lost: its deadline passed before renewal or release."""
+
+
 class Policy:
     """What a manager was configured with: the storage's context, retries and callbacks.
 
@@ -115,6 +133,15 @@ class Policy:
         self.retries = retries
         self.on_acquire = on_acquire
         self.on_release = on_release
+        self.observers: list[Observer] = []
+
+    def observe(self, event: str, pool_name: Optional[str], *args: Any) -> None:
+        """Tell each observer about an event (a failing observer is logged, never raised)."""
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(pool_name or "", *args)
+            except Exception:
+                log.exception("observer %r failed on %s", observer, event)
 
     def retry_delay(self, exc: RedisStorageError, attempt: int) -> Optional[float]:
         """Return seconds to wait before sending attempt ``attempt + 1``, or None to give up.
@@ -183,7 +210,12 @@ def acquire(policy: Policy, asked: AcquireRequest) -> Flow[Optional[LeasedProxy]
     except RedisStorageError as exc:
         exc.lease_id = asked.lease_id
         raise
-    misses.noted(acquired.miss)
+    miss = acquired.miss
+    if acquired.lease is None and miss is None:  # the proxy was deleted as it was leased
+        miss = AcquireMiss(asked.pool_name, MissReason.NO_MATCH)
+    misses.noted(miss)
+    if policy.observers:
+        policy.observe("acquired", asked.pool_name, miss, time.monotonic() - sent_at)
     if started_at is not None:
         yield Notify(policy.on_acquire, acquire_payload(asked, acquired, started_at))
     if acquired.lease is None or acquired.proxy is None:
@@ -238,6 +270,7 @@ def released(policy: Policy, lease: Union[Lease, LeasedProxy], done: Released) -
     held = unwrap_lease(lease)
     held.released_at = held.released_at or done.released_at or now_utc()
     if done.expired:
+        policy.observe("lost", held.pool_name)
         overrun = LeaseLostError(held, "it reached its deadline before it was released")
         if isinstance(lease, LeasedProxy):
             lease.mark_lost(overrun)
@@ -253,9 +286,14 @@ def renew(policy: Policy, lease: Union[Lease, LeasedProxy], duration_seconds: fl
     """
     held = unwrap_lease(lease)
     sent_at = time.monotonic()
-    renewed: Lease = yield from retried(
-        policy, lambda: leases.renew(policy.context, held, duration_seconds)
-    )
+    try:
+        renewed: Lease = yield from retried(
+            policy, lambda: leases.renew(policy.context, held, duration_seconds)
+        )
+    except LeaseLostError:
+        policy.observe("lost", held.pool_name)
+        raise
+    policy.observe("renewed", held.pool_name)
     if isinstance(lease, LeasedProxy):
         lease.renewed(sent_at, duration_seconds)
     return renewed

@@ -98,11 +98,13 @@ def keep_alive(
     while True:
         yield Sleep(renewals.pause(), sleep)
         if leased.lost:  # the deadline passed while waiting (a blocked event loop, a stall)
+            policy.observe("lost", leased.lease.pool_name)
             return renewals.loss()
         try:
             attempt = renewal(policy, leased, duration_seconds, record)
             yield Run(attempt, renewals.attempt_timeout())
         except LeaseLostError as told:  # the server says so: expired, released, pool gone
+            policy.observe("lost", leased.lease.pool_name)
             return told
         except RedisStorageError as exc:  # no answer in time, or Redis refused: try again
             renewals.failure = exc
@@ -112,6 +114,7 @@ def keep_alive(
             return broken
         else:
             renewals.failure = None
+            policy.observe("renewed", leased.lease.pool_name)
 
 
 def renewal(

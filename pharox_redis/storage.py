@@ -223,6 +223,10 @@ class RedisStorage(StorageBase, IStorage):
         """
         return self.executor.run(pools.ensure_pool(self.context, name, description))
 
+    def list_pool_stats(self) -> list[PoolStatsSnapshot]:
+        """Return every pool's counters, sorted by pool name, in two round trips."""
+        return self.executor.run(pools.list_pool_stats(self.context))
+
     # ------------------------------------------------------------------ pharox helpers
 
     def add_pool(self, pool: ProxyPool) -> None:

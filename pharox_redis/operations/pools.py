@@ -170,3 +170,19 @@ def get_pool_stats(ctx: Context, pool_name: str) -> Op[Optional[PoolStatsSnapsho
         return codec.stats_snapshot(pool_name, [int(v) for v in reply.counters])
 
     return (yield from in_named_pool(ctx, pool_name, read))
+
+
+def list_pool_stats(ctx: Context) -> Op[list[PoolStatsSnapshot]]:
+    """Return every pool's counters by pool name: two round trips, whatever the pool count."""
+    pools = yield from pool_list(ctx)
+    if not pools:
+        return []
+    ids = list(pools)
+    raws = yield Batch([ScriptCall("stats", ctx.keys.pool(p), ("",)) for p in ids])
+    out = []
+    for raw in raws:
+        reply = replies.pool_reply(raw)
+        if reply.code == "ok" and reply.counters is not None and reply.pool_name is not None:
+            counters = [int(v) for v in reply.counters]
+            out.append(codec.stats_snapshot(reply.pool_name, counters))
+    return sorted(out, key=lambda snapshot: snapshot.pool_name)
