@@ -1,13 +1,17 @@
 """``pharox-redis metrics --port N``: serve the pools' Prometheus metrics over HTTP.
 
 It calls :func:`pharox_redis.metrics.serve_metrics` (the ``metrics`` extra, which brings
-``prometheus_client``) and serves until Ctrl-C (or for ``--seconds``).
+``prometheus_client``) and serves until Ctrl-C (exit 0) or for ``--seconds``. The gauges
+are read from Redis on each scrape, so one exporter reports the whole fleet's pools; the
+per-process counters (acquires, misses, latency) belong in the workers' own registries
+(``ManagerMetrics``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 from typing import Any
 
@@ -25,7 +29,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "http://ADDR:PORT/metrics until Ctrl-C. Needs the metrics extra: "
         "pip install 'pharox-redis[metrics]'.",
     )
-    metrics.add_argument("--port", type=int, default=9464, help="HTTP port (default 9464)")
+    metrics.add_argument(
+        "--port", type=int, default=9464, help="HTTP port (default 9464; 0: any free port)"
+    )
     metrics.add_argument("--addr", default="127.0.0.1", help="address (default 127.0.0.1)")
     metrics.add_argument(
         "--seconds", type=float, default=None, help="stop after this long (default: never)"
@@ -45,23 +51,21 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     with open_storage(args) as storage:
         try:
-            server = serve(args.port, storage, addr=args.addr)
+            server, _ = serve(args.port, storage, addr=args.addr)
         except OSError as exc:
             raise CliError(
                 ExitCode.USAGE, f"cannot listen on {args.addr}:{args.port}: {exc.strerror}"
             ) from None
-        print(
-            f"serving metrics on http://{args.addr}:{args.port}/metrics (Ctrl-C to stop)",
-            flush=True,
-        )
-        deadline = None if args.seconds is None else time.monotonic() + args.seconds
         try:
+            port = server.server_port  # the one chosen for --port 0
+            print(f"serving metrics on http://{args.addr}:{port}/metrics (Ctrl-C to stop)")
+            sys.stdout.flush()
+            deadline = None if args.seconds is None else time.monotonic() + args.seconds
             while deadline is None or time.monotonic() < deadline:
-                time.sleep(
-                    0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
-                )
+                left = 0.5 if deadline is None else deadline - time.monotonic()
+                time.sleep(max(0.0, min(0.5, left)))
+        except KeyboardInterrupt:  # the way to stop serving: not an error
+            pass
         finally:
-            stop = getattr(server, "shutdown", None)
-            if callable(stop):
-                stop()
+            server.shutdown()
     return ExitCode.OK
