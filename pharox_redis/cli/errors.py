@@ -25,7 +25,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # a bad option or argument, as argparse reports it; a URL that is not Redis's
     CONNECTION = 3  # Redis cannot be reached or refused the command
     NOT_FOUND = 4  # no such pool or lease
-    BAD_INPUT = 5  # an import file with bad lines (nothing was written)
+    BAD_INPUT = 5  # an import file with bad lines (nothing was written), a value refused
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -58,6 +58,8 @@ def exit_code_of(exc: BaseException) -> Optional[ExitCode]:
         return ExitCode.NOT_FOUND
     if isinstance(exc, (RedisStorageError, redis.RedisError, OSError)):
         return ExitCode.CONNECTION
+    if isinstance(exc, ValueError):  # the storage refuses a value (its contract for bad input)
+        return ExitCode.BAD_INPUT
     return None
 
 

@@ -20,6 +20,7 @@ from pharox import PoolNotFoundError, ProxyPool
 
 from ..connect import redact
 from ..errors import RedisStorageError
+from ..keys import KeySchema
 from ..operations import resolve
 from ..storage import RedisStorage
 from .errors import CliError, ExitCode, one_line
@@ -58,6 +59,10 @@ def open_storage(args: argparse.Namespace) -> Iterator[RedisStorage]:
     """
     url = resolve_url(args.url)
     where = redact(url)
+    try:
+        KeySchema(args.prefix)
+    except ValueError as exc:
+        raise CliError(ExitCode.USAGE, f"--prefix: {one_line(exc)}") from None
     try:
         storage = RedisStorage.from_url(url, prefix=args.prefix, socket_timeout=args.timeout)
     except ValueError as exc:

@@ -92,6 +92,8 @@ def read_text(name: str) -> str:
 
 def run_import(args: argparse.Namespace) -> int:
     """Import a file into a pool (see the module docstring)."""
+    if not args.pool.strip():
+        raise CliError(ExitCode.USAGE, "the pool's name is empty")
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise CliError(ExitCode.USAGE, "--max-concurrency must be at least 1")
     text = read_text(args.file)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -81,16 +82,21 @@ TAKE_TERMINAL = (
 )
 
 
+CTRL_C = b"\x03"
+
+
 def run_in_terminal(
     *args: str,
-    interrupt_after: Optional[bytes] = None,
+    typing: Sequence[tuple[bytes, int, bytes]] = (),
     timeout: float = 30,
     **env: str,
 ) -> Screen:
     """Run ``pharox-redis ARGS`` in a pseudo-terminal of 100 x 40, as a user's shell does.
 
-    With ``interrupt_after``, a Ctrl-C is typed once that text has appeared twice (two
-    frames drawn). The run is killed if it has not ended after ``timeout`` seconds.
+    ``typing`` is what a user types, in order: ``(text, times, keys)`` types ``keys`` once
+    ``text`` has appeared ``times`` times (``(b"Ctrl-C to stop", 2, CTRL_C)``: a Ctrl-C
+    after two frames of the live view). The run is killed if it has not ended after
+    ``timeout`` seconds.
     """
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
@@ -105,7 +111,7 @@ def run_in_terminal(
     os.close(secondary)
     output = b""
     deadline = time.monotonic() + timeout
-    typed = False
+    to_type = list(typing)
     try:
         while time.monotonic() < deadline:
             ready, _, _ = select.select([primary], [], [], 0.1)
@@ -117,9 +123,8 @@ def run_in_terminal(
                 if not data:
                     break
                 output += data
-            if interrupt_after is not None and not typed and output.count(interrupt_after) >= 2:
-                os.write(primary, b"\x03")
-                typed = True
+            if to_type and output.count(to_type[0][0]) >= to_type[0][1]:
+                os.write(primary, to_type.pop(0)[2])
         else:
             child.kill()
     finally:

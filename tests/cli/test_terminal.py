@@ -1,4 +1,5 @@
-"""``stats --watch`` in a real terminal (a pty): it redraws in place, and Ctrl-C ends it cleanly.
+"""In a real terminal (a pty): ``stats --watch`` redraws in place and Ctrl-C ends it cleanly;
+``import`` shows its progress; ``delete-pool`` asks.
 
 A thread of the test leases and releases in a loop meanwhile, as a fleet would, so the view
 has leases per second and a consumer to show.
@@ -6,9 +7,11 @@ has leases per second and a consumer to show.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,7 @@ from pharox_redis import RedisProxyManager, RedisStorage
 from pharox_redis.cli.errors import ExitCode
 from pharox_redis.server import RedisServer
 
-from ..helpers.cli import run_cli, run_in_terminal
+from ..helpers.cli import CTRL_C, run_cli, run_in_terminal
 from .conftest import Cli
 
 pytestmark = pytest.mark.real_redis
@@ -55,7 +58,13 @@ def test_watch_redraws_in_place_and_stops_on_ctrl_c(
 ) -> None:
     where = ("--url", redis_server.url, "--prefix", prefix)
     screen = run_in_terminal(
-        "stats", "crawl", "--watch", "--interval", "0.3", *where, interrupt_after=b"Ctrl-C to stop"
+        "stats",
+        "crawl",
+        "--watch",
+        "--interval",
+        "0.3",
+        *where,
+        typing=[(b"Ctrl-C to stop", 2, CTRL_C)],
     )
     out = screen.output
     assert screen.code == ExitCode.OK, out[-2000:]
@@ -82,10 +91,28 @@ def test_plain_watch_in_a_terminal_and_a_pipe(
 
     piped = run_cli(*watch, "--json")
     assert piped.code == ExitCode.OK, piped.err
-    import json
-
     readings = [json.loads(line) for line in piped.out.splitlines()]
     assert len(readings) == 3
     assert readings[0]["leases_per_second"] is None
     assert all(r["leases_per_second"] > 0 for r in readings[1:]), readings
     assert readings[-1]["top_consumers"][0]["consumer"] == "fleet-1"
+
+
+def test_import_progress_and_delete_confirmation(
+    redis_server: RedisServer, prefix: str, admin: RedisStorage, tmp_path: Path
+) -> None:
+    where = ("--url", redis_server.url, "--prefix", prefix)
+    listed = tmp_path / "proxies.txt"
+    listed.write_text("".join(f"10.3.{i // 250}.{i % 250 + 1}:3128\n" for i in range(2500)))
+    shown = run_in_terminal("import", "big", str(listed), *where)
+    assert shown.code == ExitCode.OK, shown.output[-2000:]
+    assert b"importing into big" in shown.output  # rich's progress bar, on stderr
+    assert b"imported 2500 proxies into pool 'big' (created)" in shown.output
+
+    kept = run_in_terminal("delete-pool", "big", *where, typing=[(b"[y/N]", 1, b"n\r")])
+    assert b"delete pool 'big' with 2500 proxies and 0 active lease(s)? [y/N]" in kept.output
+    assert kept.code == ExitCode.USAGE and b"error: not deleted" in kept.output
+    assert [p.name for p in admin.list_pools()] == ["big"]
+    gone = run_in_terminal("delete-pool", "big", *where, typing=[(b"[y/N]", 1, b"y\r")])
+    assert gone.code == ExitCode.OK and b"deleted pool 'big'" in gone.output
+    assert admin.list_pools() == []
