@@ -1,11 +1,12 @@
 """``pharox-redis stats POOL [--watch]``: a pool's counters, consumers and proxies, live.
 
-One read is the pool's counters (``lua/stats.lua``), its proxies with their lease counts and
-its lease records. Leases per second come from two successive reads: the lease records that
-appeared in between (records stay for ``lease_retention_seconds``, 300 s by default, longer
-than any refresh interval), divided by the time between the reads. Each read costs work in
-proportion to the pool's size and its lease records (the lease rate times the retention), so
-``--interval`` (1 s by default) should grow with very large pools.
+One read is the pool's counters (``lua/stats.lua``, with the proxies in a cool-down where the
+storage keeps cool-downs), its proxies with their lease counts and its lease records. Leases
+per second come from two successive reads: the lease records that appeared in between
+(records stay for ``lease_retention_seconds``, 300 s by default, longer than any refresh
+interval), divided by the time between the reads. Each read costs work in proportion to the
+pool's size and its lease records (the lease rate times the retention), so ``--interval``
+(1 s by default) should grow with very large pools.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pharox import LeaseStatus, ProxyPool
+from pharox import LeaseStatus, PoolStatsSnapshot, ProxyPool
 
 from ..storage import RedisStorage
 from .errors import CliError, ExitCode
@@ -74,9 +75,22 @@ class Reading:
         }
 
 
+def pool_counters(storage: RedisStorage, name: str) -> tuple[Optional[PoolStatsSnapshot], Any]:
+    """Return a pool's counters, and its proxies in a cool-down where the storage has them.
+
+    Cool-downs (``Outcome.failed()``) come with ``get_outcome_stats``, read in the same
+    script call as the counters; a storage without it shows no cool-down column.
+    """
+    with_outcomes = getattr(storage, "get_outcome_stats", None)
+    if with_outcomes is None:
+        return storage.get_pool_stats(name), None
+    found = with_outcomes(name)
+    return (None, None) if found is None else (found.stats, found.cooling)
+
+
 def read(storage: RedisStorage, pool: ProxyPool, previous: Optional[Reading], top: int) -> Reading:
     """Read a pool once; leases per second from the lease records new since ``previous``."""
-    stats = storage.get_pool_stats(pool.name)
+    stats, cooling = pool_counters(storage, pool.name)
     if stats is None:
         raise CliError(ExitCode.NOT_FOUND, f"pool {pool.name!r} was deleted")
     at = time.monotonic()
@@ -105,7 +119,7 @@ def read(storage: RedisStorage, pool: ProxyPool, previous: Optional[Reading], to
         rows,
         ids,
         at,
-        cooling=getattr(stats, "cooling_proxies", None),
+        cooling=cooling,
     )
     if previous is not None and at > previous.at:
         reading.leases_per_second = len(ids - previous.lease_ids) / (at - previous.at)
