@@ -1,12 +1,12 @@
 """``pharox-redis stats POOL [--watch]``: a pool's counters, consumers and proxies, live.
 
 One read is the pool's counters (``lua/stats.lua``, with the proxies in a cool-down where the
-storage keeps cool-downs), its proxies with their lease counts and its lease records. Leases
-per second come from two successive reads: the lease records that appeared in between
-(records stay for ``lease_retention_seconds``, 300 s by default, longer than any refresh
-interval), divided by the time between the reads. Each read costs work in proportion to the
-pool's size and its lease records (the lease rate times the retention), so ``--interval``
-(1 s by default) should grow with very large pools.
+storage keeps cool-downs), its busiest proxies (from the lease counts, which only leased
+proxies have) and its lease records. Leases per second come from two successive reads: the
+lease records that appeared in between (records stay for ``lease_retention_seconds``, 300 s
+by default, longer than any refresh interval), divided by the time between the reads. Each
+read costs work in proportion to the pool's leased proxies and its lease records (the lease
+rate times the retention), not to the pool's size.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from pharox import LeaseStatus, PoolStatsSnapshot, ProxyPool
 
+from ..operations.proxies import busiest_proxies
 from ..storage import RedisStorage
 from .errors import CliError, ExitCode
 from .pools import counters
@@ -94,14 +95,13 @@ def read(storage: RedisStorage, pool: ProxyPool, previous: Optional[Reading], to
     if stats is None:
         raise CliError(ExitCode.NOT_FOUND, f"pool {pool.name!r} was deleted")
     at = time.monotonic()
-    proxies = storage.list_proxies(str(pool.id))
+    proxies = storage.executor.run(busiest_proxies(storage.context, pool.id, top))
     records = storage.list_leases(pool_name=pool.name)  # active and retained
     names = consumer_names(storage)
     active = [lease for lease in records if lease.status == LeaseStatus.ACTIVE]
     by_consumer = Counter(
         names.get(str(lease.consumer_id), str(lease.consumer_id)) for lease in active
     )
-    busiest = sorted(proxies, key=lambda p: (-p.current_leases, str(p.host), p.port))[:top]
     rows = [
         {
             "proxy": f"{p.host}:{p.port}",
@@ -109,7 +109,7 @@ def read(storage: RedisStorage, pool: ProxyPool, previous: Optional[Reading], to
             "leases": p.current_leases,
             "max_concurrency": p.max_concurrency,
         }
-        for p in busiest
+        for p in proxies
     ]
     ids = {str(lease.id) for lease in records}
     reading = Reading(

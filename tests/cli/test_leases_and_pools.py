@@ -36,6 +36,9 @@ def test_find_and_release_a_stuck_lease(cli: Cli, admin: RedisStorage) -> None:
 
     before = cli("stats", "crawl", "--json").json()
     assert (before["leased_proxies"], before["available_proxies"]) == (3, 1)
+    busiest = [(row["leases"], row["max_concurrency"]) for row in before["proxies"]]
+    assert busiest == [(1, 1)] * 3  # the leased proxies only, not the idle one
+    assert f"{stuck.proxy.host}:{stuck.proxy.port}" in {row["proxy"] for row in before["proxies"]}
     assert before["top_consumers"] == [
         {"consumer": "live-worker", "leases": 2},
         {"consumer": "dead-worker", "leases": 1},
