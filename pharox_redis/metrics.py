@@ -185,7 +185,7 @@ def serve_metrics(
     -------
     tuple
         prometheus_client's ``(server, thread)``: the server runs in a daemon thread;
-        ``server.shutdown()`` stops it.
+        ``server.shutdown()`` then ``server.server_close()`` stop it.
 
     """
     if registry is None:

@@ -96,9 +96,12 @@ def save_proxies(ctx: Context, proxies: Sequence[Proxy]) -> Op[SavedProxies]:
     for pool, hit in zip(targets, exists, strict=True):
         if not hit:
             raise PoolNotFoundError(f"Pool with ID {pool} does not exist.")
-    yield from _refuse_moves(ctx, groups, [UUID(text(p)) for p in registry])
-    if any(len(items) > SAVE_CHUNK for items in groups.values()):
-        yield from _save_chunks(ctx, groups, "check")  # a refusal leaves nothing half-written
+    stored_ids = yield from _refuse_moves(ctx, groups, [UUID(text(p)) for p in registry])
+    # Only a stored proxy can be refused (its new address held by another): a save of more
+    # than one chunk holding one is checked whole first, so a refusal writes no chunk.
+    checked = {pool: groups[pool] for pool in stored_ids}
+    if checked:
+        yield from _save_chunks(ctx, checked, "check")
     stored = yield from _save_chunks(ctx, groups, "write")
     for pool, saved in stored.items():
         for proxy_id, _ in saved:
@@ -164,25 +167,34 @@ def _save_chunks(
     return out
 
 
-def _refuse_moves(ctx: Context, groups: dict[UUID, list[Encoded]], pools: list[UUID]) -> Op[None]:
-    """Raise ValueError when a proxy being saved into one pool is stored in another."""
+def _refuse_moves(
+    ctx: Context, groups: dict[UUID, list[Encoded]], pools: list[UUID]
+) -> Op[set[UUID]]:
+    """Raise ValueError when a proxy being saved into one pool is stored in another.
+
+    Returns the pools saved into in more than one chunk that already hold a proxy given.
+    """
     checks: list[tuple[UUID, UUID, list[str]]] = []
     for target, items in groups.items():
         ids = [item[0] for item in items]
         for other in pools:
-            if other != target:
+            if other != target or len(items) > SAVE_CHUNK:
                 for start in range(0, len(ids), MOVE_CHECK_CHUNK):
                     checks.append((target, other, ids[start : start + MOVE_CHECK_CHUNK]))
     if not checks:
-        return
+        return set()
     found = yield Batch([Command(("HMGET", ctx.keys.pool(o).state, *ids)) for _, o, ids in checks])
+    stored: set[UUID] = set()
     for (target, other, ids), values in zip(checks, found, strict=True):
         for proxy_id, value in zip(ids, values, strict=True):
-            if value is not None:
+            if value is not None and other == target:
+                stored.add(target)
+            elif value is not None:
                 raise ValueError(
                     f"proxy {proxy_id} belongs to pool {other}; delete it there before "
                     f"saving it into pool {target}"
                 )
+    return stored
 
 
 def read_proxy(ctx: Context, pool_id: UUID, proxy_id: UUID) -> Op[Optional[Proxy]]:
