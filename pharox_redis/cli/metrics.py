@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from typing import Any
@@ -58,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
             ) from None
         try:
             port = server.server_port  # the one chosen for --port 0
-            print(f"serving metrics on http://{args.addr}:{port}/metrics (Ctrl-C to stop)")
+            url = f"http://{args.addr}:{port}/metrics"
+            if args.json:
+                print(json.dumps({"serving": url}))
+            else:
+                print(f"serving metrics on {url} (Ctrl-C to stop)")
             sys.stdout.flush()
             deadline = None if args.seconds is None else time.monotonic() + args.seconds
             while deadline is None or time.monotonic() < deadline:
