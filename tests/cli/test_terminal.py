@@ -64,12 +64,12 @@ def test_watch_redraws_in_place_and_stops_on_ctrl_c(
         "--interval",
         "0.3",
         *where,
-        typing=[(b"Ctrl-C to stop", 2, CTRL_C)],
+        typing=[(b"Ctrl-C to stop", 3, CTRL_C)],
     )
     out = screen.output
     assert screen.code == ExitCode.OK, out[-2000:]
     assert b"Traceback" not in out and b"KeyboardInterrupt" not in out
-    assert out.count(b"pool crawl") >= 2  # two frames at least
+    assert out.count(b"pool crawl") >= 3  # three frames at least
     assert b"\x1b[1A\x1b[2K" in out  # rich moved the cursor up to redraw in place
     assert "┏".encode() in out  # rich's tables
     assert b"fleet-1" in out
@@ -94,7 +94,8 @@ def test_plain_watch_in_a_terminal_and_a_pipe(
     readings = [json.loads(line) for line in piped.out.splitlines()]
     assert len(readings) == 3
     assert readings[0]["leases_per_second"] is None
-    assert all(r["leases_per_second"] > 0 for r in readings[1:]), readings
+    assert all(r["leases_per_second"] is not None for r in readings[1:])
+    assert max(r["leases_per_second"] for r in readings[1:]) > 0, readings
     assert readings[-1]["top_consumers"][0]["consumer"] == "fleet-1"
 
 
