@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Optional
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line."""
     from .cli import main as cli_main
 
-    return cli_main(sys.argv[1:] if argv is None else argv)
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ FAKEREDIS_HINT = (
 )
 
 
+class BadUrlError(ValueError):
+    """``--url`` or ``REDIS_URL`` is not a URL ``RedisStorage.from_url`` understands."""
+
+
 @dataclass
 class Backend:
     """The Redis the demo talks to.
@@ -85,12 +89,17 @@ def open_backend(url: Optional[str], force_fake: bool, why_url: str) -> Iterator
     ------
     ModuleNotFoundError
         When fakeredis is needed but not installed.
+    BadUrlError
+        When ``url`` is not a Redis URL.
 
     """
     with ExitStack() as stack:
         if url is not None and not force_fake:
             prefix = f"pharox-demo-{uuid.uuid4().hex[:12]}"
-            storage = RedisStorage.from_url(url, prefix=prefix)
+            try:
+                storage = RedisStorage.from_url(url, prefix=prefix)
+            except ValueError as exc:
+                raise BadUrlError(str(exc)) from None
             stack.callback(storage.client.close)
             version = server_version(storage.client)
             yield Backend(

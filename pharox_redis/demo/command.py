@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from typing import Optional
 
@@ -12,7 +13,7 @@ import redis
 from ..connect import redact
 from ..errors import RedisStorageError
 from ..storage import RedisStorage
-from .backend import FAKEREDIS_HINT, open_backend, remove_namespace
+from .backend import FAKEREDIS_HINT, BadUrlError, open_backend, remove_namespace
 from .pool import POOL_NAME, check_pool, create_pool
 from .request import send_request
 from .stress import compare_managers
@@ -86,7 +87,8 @@ def main(argv: list[str]) -> int:
     Returns
     -------
     int
-        0 on success, 1 when no backend is usable or a lease was not returned.
+        0 on success, 1 when no backend is usable or a lease was not returned, 2 for a URL
+        that is not a Redis URL, 3 when the server cannot be reached.
 
     """
     args = parse_args(argv)
@@ -111,10 +113,14 @@ def main(argv: list[str]) -> int:
             raise
         print(FAKEREDIS_HINT)
         return 1
-    except (RedisStorageError, redis.RedisError) as exc:
+    except BadUrlError as exc:  # the command line's code 2
         where = redact(url) if url is not None else "the demo's Redis"
-        print(f"error: {where}: {exc}")
-        return 1
+        print(f"error: {where}: {exc}", file=sys.stderr)
+        return 2
+    except (RedisStorageError, redis.RedisError) as exc:  # the command line's code 3
+        where = redact(url) if url is not None else "the demo's Redis"
+        print(f"error: {where}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 3
     if not clean:
         print("ERROR: some leases were not returned")
         return 1

@@ -274,3 +274,19 @@ def delete_proxy(ctx: Context, proxy_id: str) -> Op[None]:
     if not (yield from in_proxy_pool(ctx, uid, delete)):
         raise ProxyNotFoundError(f"Proxy {proxy_id!r} not found.")
     ctx.proxy_pools.pop(uid, None)
+
+
+def busiest_proxies(ctx: Context, pool_id: UUID, top: int) -> Op[list[Proxy]]:
+    """Return the ``top`` proxies of a pool holding the most leases, most first.
+
+    Reads the pool's lease counts (only leased proxies have one) and then those proxies,
+    so its work grows with the leased proxies, not the pool's size (``pharox-redis stats``).
+    """
+    (counts,) = yield one(Command(("HGETALL", ctx.keys.pool(pool_id).counts)))
+    ranked = sorted(counts.items(), key=lambda item: (-int(item[1]), text(item[0])))[:top]
+    out = []
+    for proxy_id, _ in ranked:
+        proxy = yield from read_proxy(ctx, pool_id, UUID(text(proxy_id)))
+        if proxy is not None:  # released and deleted in between
+            out.append(proxy)
+    return out

@@ -151,3 +151,9 @@ def add_consumer(ctx: Context, consumer_id: UUID, name: str) -> Op[None]:
         raise ValueError(f"consumer id must be a UUID, got {consumer_id!r}")
     yield one(Command(("HSET", ctx.keys.globals.consumers, name, str(consumer_id))))
     ctx.consumers[name] = consumer_id
+
+
+def consumer_names(ctx: Context) -> Op[dict[str, str]]:
+    """Return every registered consumer's id (as text) and name."""
+    (raw,) = yield one(Command(("HGETALL", ctx.keys.globals.consumers)))
+    return {text(v): text(k) for k, v in raw.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,3 +113,12 @@ def test_wheel_installs_and_leases(redis_server: RedisServer, tmp_path: Path) ->
     prefix = f"wheel{uuid.uuid4().hex[:10]}"
     result = run([str(python), str(script), redis_server.url, prefix], timeout=120, cwd=tmp_path)
     assert result.stdout.strip().splitlines()[-1] == "OK", result.stdout
+
+    # The command line runs from the wheel alone (no rich: the plain output), bench included.
+    command = str(venv / "bin" / "pharox-redis")
+    version = run([command, "--version"], timeout=60, cwd=tmp_path)
+    assert version.stdout.startswith("pharox-redis "), version.stdout
+    bench = [command, "bench", "--url", redis_server.url, "--cycles", "20", "--json"]
+    report = json.loads(run([*bench, "--selector", "first_available"], 120, tmp_path).stdout)
+    assert [row["selector"] for row in report["results"]] == ["first_available"]
+    assert report["results"][0]["redis"]["misses"] == 0

@@ -356,8 +356,8 @@ def test_verify_command(redis_server: RedisServer, capsys: pytest.CaptureFixture
     assert cli_main([*base, "--pool", "audited"]) == 0
     capsys.readouterr()
 
-    assert cli_main(["verify", "--url", "redis://127.0.0.1:1/0"]) == 2
-    assert "error: redis://127.0.0.1:1/0" in capsys.readouterr().out
+    assert cli_main(["verify", "--url", "redis://127.0.0.1:1/0"]) == 3  # connection error
+    assert "error: redis://127.0.0.1:1/0" in capsys.readouterr().err
     storage.client.close()
 
 
