@@ -91,16 +91,35 @@ for _, value in ipairs(items) do
 end
 if next_offset < 0 and #items == 0 then
   -- Why nothing could be leased, read in the same call (pharox_redis/misses.py names them):
-  -- 'no-active-proxy' (none is ACTIVE), 'all-busy' (every ACTIVE proxy is at its max),
-  -- else 'no-match' (the filter matched none of the available ones). Cool-downs add
-  -- 'cooling-down' here, for a pool whose proxies are cooling down.
+  -- 'no-active-proxy' (none is ACTIVE); with none free, 'cooling-down' when an ACTIVE proxy
+  -- is in an outcome's cool-down (K_COOLING, _outcome.lua; it outranks busy ones: both come
+  -- back by waiting), else 'all-busy' (every ACTIVE proxy is at its max); with a target,
+  -- 'blocked-for-target' when every free proxy is blocked for it (checked when at most
+  -- `budget` are free); else 'no-match' (the filter matched none of the free ones).
   local total, active = redis.call('HLEN', K_STATE), tonumber(redis.call('HGET', K_META, 'active')) or 0
-  local free = redis.call('ZCARD', SET_KEYS[set])
+  local order = SET_KEYS[set]
+  local free = redis.call('ZCARD', order)
   local why = 'no-match'
   if active == 0 then
     why = 'no-active-proxy'
   elseif free == 0 then
     why = 'all-busy'
+    -- the earliest-ending cool-downs (an INACTIVE proxy may keep one: carry_outcomes)
+    for _, id in ipairs(redis.call('ZRANGE', K_COOLING, 0, RESTORE_STEP - 1)) do
+      local state = redis.call('HGET', K_STATE, id)
+      if state and string.find(state, '"s":"active"', 1, true) then
+        why = 'cooling-down'
+        break
+      end
+    end
+  elseif target and free <= budget then
+    why = 'blocked-for-target'
+    for _, member in ipairs(redis.call('ZRANGE', order, 0, -1)) do
+      if not blocked(target, selector == 'least_used' and string.sub(member, -36) or member, now) then
+        why = 'no-match'
+        break
+      end
+    end
   end
   for _, value in ipairs({'miss', why, total, active, free}) do
     out[#out + 1] = value

@@ -243,6 +243,10 @@ class AsyncRedisStorage(StorageBase, IAsyncStorage):
         """Return every pool's counters, sorted by pool name, in two round trips."""
         return await self.executor.run(pools.list_pool_stats(self.context))
 
+    async def list_outcome_stats(self) -> list[OutcomeStats]:
+        """Return every pool's counters, cool-downs and blocks by pool name (two round trips)."""
+        return await self.executor.run(pools.list_outcome_stats(self.context))
+
     # ------------------------------------------------------------------ pharox helpers
 
     async def add_pool(self, pool: ProxyPool) -> None:

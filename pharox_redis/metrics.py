@@ -4,7 +4,7 @@ Needs ``prometheus_client`` (``pip install "pharox-redis[metrics]"``); this modu
 when it is imported, and nothing else in the package imports this module.
 
 * :class:`PoolCollector`: per-pool gauges read from Redis each time the registry is scraped
-  (two round trips for every pool at once, see ``RedisStorage.list_pool_stats``), so every
+  (two round trips for every pool at once, see ``RedisStorage.list_outcome_stats``), so every
   process of a fleet, or one exporter, reports the same numbers.
 * :class:`ManagerMetrics`: counters and a histogram fed by the managers of this process
   (their observers, ``manager.policy.observers``): acquires by outcome, misses by reason,
@@ -18,6 +18,8 @@ Metric names (all labelled with ``pool``):
 ``pharox_pool_proxies_available``   gauge     ACTIVE proxies below their max concurrency
 ``pharox_pool_proxies_leased``      gauge     proxies holding at least one lease
 ``pharox_pool_leases_active``       gauge     active leases
+``pharox_pool_proxies_cooling``     gauge     proxies in a cool-down after failures (outcomes)
+``pharox_pool_blocks``              gauge     blocks in force for a target, one per domain+proxy
 ``pharox_acquires_total``           counter   acquires of this process, by ``outcome``
                                               (``leased`` or ``missed``)
 ``pharox_acquire_misses_total``     counter   acquires that returned None, by ``reason``
@@ -77,14 +79,26 @@ class PoolCollector(Collector):
         leases = GaugeMetricFamily(
             "pharox_pool_leases_active", "Active leases in the pool.", labels=["pool"]
         )
-        for stats in self.storage.list_pool_stats():
-            name = stats.pool_name
+        cooling = GaugeMetricFamily(
+            "pharox_pool_proxies_cooling",
+            "Proxies in a cool-down after failures (Outcome.failed()).",
+            labels=["pool"],
+        )
+        blocks = GaugeMetricFamily(
+            "pharox_pool_blocks",
+            "Blocks in force for a target domain, one per domain and proxy (Outcome.blocked()).",
+            labels=["pool"],
+        )
+        for found in self.storage.list_outcome_stats():
+            stats, name = found.stats, found.stats.pool_name
             proxies.add_metric([name, "active"], stats.active_proxies)
             proxies.add_metric([name, "not_active"], stats.total_proxies - stats.active_proxies)
             available.add_metric([name], stats.available_proxies)
             leased.add_metric([name], stats.leased_proxies)
             leases.add_metric([name], stats.total_leases)
-        yield from (proxies, available, leased, leases)
+            cooling.add_metric([name], found.cooling)
+            blocks.add_metric([name], found.blocked)
+        yield from (proxies, available, leased, leases, cooling, blocks)
 
     def describe(self) -> Iterator[Metric]:
         """Describe nothing: registering the collector must not read Redis."""

@@ -6,8 +6,8 @@ a manager keeps the last one in a context variable, so each thread and each asyn
 reads its own (:func:`last_miss`, ``manager.last_miss``), and it is logged on the
 ``pharox_redis`` logger at most once per pool and reason every ``LOG_INTERVAL_SECONDS``
 (a polling loop does not flood the log): a warning for an unknown pool or a pool with no
-ACTIVE proxy (nothing will change by waiting), debug for a busy pool, one cooling down or
-a filter that matches nothing.
+ACTIVE proxy (nothing will change by waiting), debug for a busy pool, one cooling down,
+proxies blocked for the target or a filter that matches nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class MissReason(str, Enum):
     ALL_BUSY = "all-busy"
     """Every ACTIVE proxy holds as many leases as its ``max_concurrency`` allows."""
     COOLING_DOWN = "cooling-down"
-    """The proxies that could be leased are cooling down after failures."""
+    """None is free and some ACTIVE proxies are cooling down after failures (an outcome)."""
+    BLOCKED_FOR_TARGET = "blocked-for-target"
+    """Every free proxy is blocked for the acquire's ``target`` domain (``Outcome.blocked``)."""
     NO_MATCH = "no-match"
     """Proxies are available, but none matches the filters."""
 
@@ -83,7 +85,12 @@ class AcquireMiss:
         if self.reason is MissReason.ALL_BUSY:
             return f"all {self.active} ACTIVE proxies of pool {name!r} are fully leased"
         if self.reason is MissReason.COOLING_DOWN:
-            return f"the free proxies of pool {name!r} are cooling down"
+            return (
+                f"no proxy of pool {name!r} is free and some of its {self.active} ACTIVE "
+                "proxies are cooling down after failures"
+            )
+        if self.reason is MissReason.BLOCKED_FOR_TARGET:
+            return f"all {self.available} free proxies of pool {name!r} are blocked for the target"
         return f"none of the {self.available} available proxies of pool {name!r} match the filters"
 
 

@@ -235,6 +235,10 @@ class RedisStorage(StorageBase, IStorage):
         """Return every pool's counters, sorted by pool name, in two round trips."""
         return self.executor.run(pools.list_pool_stats(self.context))
 
+    def list_outcome_stats(self) -> list[OutcomeStats]:
+        """Return every pool's counters, cool-downs and blocks by pool name (two round trips)."""
+        return self.executor.run(pools.list_outcome_stats(self.context))
+
     # ------------------------------------------------------------------ pharox helpers
 
     def add_pool(self, pool: ProxyPool) -> None:

@@ -1,12 +1,12 @@
 """``pharox-redis stats POOL [--watch]``: a pool's counters, consumers and proxies, live.
 
-One read is the pool's counters (``lua/stats.lua``, with the proxies in a cool-down where the
-storage keeps cool-downs), its busiest proxies (from the lease counts, which only leased
-proxies have) and its lease records. Leases per second come from two successive reads: the
-lease records that appeared in between (records stay for ``lease_retention_seconds``, 300 s
-by default, longer than any refresh interval), divided by the time between the reads. Each
-read costs work in proportion to the pool's leased proxies and its lease records (the lease
-rate times the retention), not to the pool's size.
+One read is the pool's counters (with the proxies in a cool-down, ``get_outcome_stats``), its
+busiest proxies (from the lease counts, which only leased proxies have) and its lease records.
+Leases per second come from two successive reads: the lease records that appeared in between
+(records stay for ``lease_retention_seconds``, 300 s by default, longer than any refresh
+interval), divided by the time between the reads. Each read costs work in proportion to the
+pool's leased proxies and its lease records (the lease rate times the retention), not to the
+pool's size.
 """
 
 from __future__ import annotations
@@ -76,16 +76,14 @@ class Reading:
         }
 
 
-def pool_counters(storage: RedisStorage, name: str) -> tuple[Optional[PoolStatsSnapshot], Any]:
-    """Return a pool's counters, and its proxies in a cool-down where the storage has them.
+def pool_counters(
+    storage: RedisStorage, name: str
+) -> tuple[Optional[PoolStatsSnapshot], Optional[int]]:
+    """Return a pool's counters and its proxies in a cool-down (``Outcome.failed()``).
 
-    Cool-downs (``Outcome.failed()``) come with ``get_outcome_stats``, read in the same
-    script call as the counters; a storage without it shows no cool-down column.
+    Both come from ``get_outcome_stats``, read in one script call.
     """
-    with_outcomes = getattr(storage, "get_outcome_stats", None)
-    if with_outcomes is None:
-        return storage.get_pool_stats(name), None
-    found = with_outcomes(name)
+    found = storage.get_outcome_stats(name)
     return (None, None) if found is None else (found.stats, found.cooling)
 
 

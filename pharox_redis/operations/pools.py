@@ -186,6 +186,12 @@ def get_outcome_stats(ctx: Context, pool_name: str) -> Op[Optional[OutcomeStats]
 
 def list_pool_stats(ctx: Context) -> Op[list[PoolStatsSnapshot]]:
     """Return every pool's counters by pool name: two round trips, whatever the pool count."""
+    found = yield from list_outcome_stats(ctx)
+    return [pool.stats for pool in found]
+
+
+def list_outcome_stats(ctx: Context) -> Op[list[OutcomeStats]]:
+    """Return every pool's counters, cool-downs and blocks by pool name: two round trips."""
     pools = yield from pool_list(ctx)
     if not pools:
         return []
@@ -196,5 +202,7 @@ def list_pool_stats(ctx: Context) -> Op[list[PoolStatsSnapshot]]:
         reply = replies.pool_reply(raw)
         if reply.code == "ok" and reply.counters is not None and reply.pool_name is not None:
             counters = [int(v) for v in reply.counters]
-            out.append(codec.stats_snapshot(reply.pool_name, counters))
-    return sorted(out, key=lambda snapshot: snapshot.pool_name)
+            cooling, blocked = (int(v) for v in reply.fields[:2])
+            stats = codec.stats_snapshot(reply.pool_name, counters)
+            out.append(OutcomeStats(stats, cooling, blocked))
+    return sorted(out, key=lambda found: found.stats.pool_name)

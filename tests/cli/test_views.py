@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from typing import Any, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from pharox import PoolStatsSnapshot, ProxyPool, ProxyStatus
+from pharox import ProxyPool, ProxyStatus
 
-from pharox_redis import RedisStorage
+from pharox_redis import Outcome, OutcomePolicy, RedisProxyManager, RedisStorage
 from pharox_redis.cli import proxy_files, stats
 from pharox_redis.cli.ui import Table, plain_text
+
+from ..helpers import make_proxy
 
 
 def test_plain_tables_align_numbers_right_and_show_none_as_a_dash() -> None:
@@ -26,30 +29,23 @@ def test_plain_tables_align_numbers_right_and_show_none_as_a_dash() -> None:
     assert plain_text(["head", table]).splitlines()[:3] == ["head", "", "t"]
 
 
-class FakeOutcomeStats(NamedTuple):
-    stats: PoolStatsSnapshot
-    cooling: int
-    blocked: int
-
-
-def test_stats_shows_cool_downs_where_the_storage_keeps_them(storage: RedisStorage) -> None:
+def test_stats_shows_the_proxies_in_a_cool_down(make_storage: Callable[..., RedisStorage]) -> None:
+    storage = make_storage(outcomes=OutcomePolicy(base_seconds=300))  # outlasts the test
     pool = ProxyPool(name="cooled")
     storage.save_pool(pool)
+    storage.add_proxies_bulk([make_proxy(pool, n) for n in (1, 2)])
     reading = stats.read(storage, pool, None, 5)
-    assert reading.cooling is None
-    assert "in cool-down" not in plain_text(stats.view(reading, None))
+    assert reading.cooling == 0
+    assert "in cool-down 0" in plain_text(stats.view(reading, None))
 
-    real = storage.get_pool_stats
-
-    def get_outcome_stats(name: str) -> Optional[FakeOutcomeStats]:
-        found = real(name)
-        return None if found is None else FakeOutcomeStats(found, 2, 0)
-
-    storage.get_outcome_stats = get_outcome_stats  # type: ignore[attr-defined]
+    manager = RedisProxyManager(storage)
+    leased = manager.acquire("cooled", "w")
+    assert leased is not None
+    manager.release_proxy(leased.lease, outcome=Outcome.failed())  # a real cool-down
     reading = stats.read(storage, pool, reading, 5)
-    assert reading.cooling == 2 and reading.as_json()["cooling_proxies"] == 2
-    shown = plain_text(stats.view(reading, 1.0))
-    assert "in cool-down 2" in shown and "leases/s 0.0" in shown
+    assert reading.cooling == 1 and reading.as_json()["cooling_proxies"] == 1
+    assert reading.counters["available_proxies"] == 1  # the cooled one is not available
+    assert "in cool-down 1" in plain_text(stats.view(reading, 1.0))
     assert reading.consumers == Counter()
 
 

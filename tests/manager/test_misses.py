@@ -21,6 +21,8 @@ from pharox_redis import (
     AsyncRedisProxyManager,
     AsyncRedisStorage,
     MissReason,
+    Outcome,
+    OutcomePolicy,
     RedisProxyManager,
     RedisStorage,
 )
@@ -47,6 +49,19 @@ def scene(storage: RedisStorage, case: str) -> tuple[str, Optional[ProxyFilters]
     elif case == "no-match":
         storage.add_proxies_bulk([make_proxy(pool, 1, country="AR")])
         return pool.name, ProxyFilters(country="XX")
+    elif case in ("cooling-down", "blocked-for-target"):
+        # one proxy, leased once and given back failed (a 5 min cool-down) or blocked for
+        # the target; the other ACTIVE one is busy (cooling-down) or missing (blocked)
+        storage.add_proxies_bulk([make_proxy(pool, 1)])
+        manager = RedisProxyManager(storage)
+        leased = manager.acquire(pool.name, "w")
+        assert leased is not None
+        cooled = case == "cooling-down"
+        outcome = Outcome.failed() if cooled else Outcome.blocked(TARGET)
+        manager.release_proxy(leased.lease, outcome=outcome)
+        if cooled:
+            storage.add_proxies_bulk([make_proxy(pool, 2, max_concurrency=1)])
+            assert manager.acquire(pool.name, "w") is not None  # the other one, now busy
     return pool.name, None
 
 
@@ -56,29 +71,39 @@ CASES = {
     "no-active-proxy": AcquireMiss("pool-no-active-proxy", MissReason.NO_ACTIVE_PROXY, 2, 0, 0),
     "all-busy": AcquireMiss("pool-all-busy", MissReason.ALL_BUSY, 1, 1, 0),
     "no-match": AcquireMiss("pool-no-match", MissReason.NO_MATCH, 1, 1, 1),
+    "cooling-down": AcquireMiss("pool-cooling-down", MissReason.COOLING_DOWN, 2, 2, 0),
+    "blocked-for-target": AcquireMiss(
+        "pool-blocked-for-target", MissReason.BLOCKED_FOR_TARGET, 1, 1, 1
+    ),
 }
+TARGET = "example.com"
+COOL = OutcomePolicy(base_seconds=300)  # a cool-down that outlasts any loaded test
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_miss_says_why_in_the_same_round_trip(
     make_storage: Callable[..., RedisStorage], case: str
 ) -> None:
-    storage = make_storage()
+    storage = make_storage(outcomes=COOL)
     manager = RedisProxyManager(storage)
     name, filters = scene(storage, case)
     if case == "unknown-pool":
         storage.delete_pool(str(storage.get_pool_by_name(name).id))
+    target = TARGET if case == "blocked-for-target" else None
     # A first acquire resolves the consumer and pool names (cached from then on).
-    first = manager.acquire(name, "w", filters=filters)
+    first = manager.acquire(name, "w", filters=filters, target=target)
     if case == "all-busy":
         assert first is not None
     recorder = Recorder(storage)
-    assert manager.acquire(name, "w", filters=filters) is None
+    assert manager.acquire(name, "w", filters=filters, target=target) is None
     # One round trip, as for a lease (an unknown name is looked up again each time).
     assert len(recorder.batches) == 1
     assert manager.last_miss == CASES[case]
-    manager.acquire_proxy(name, "w", filters=filters)  # pharox's API says why too
-    assert manager.last_miss == CASES[case]
+    if target is None:
+        manager.acquire_proxy(name, "w", filters=filters)  # pharox's API says why too
+        assert manager.last_miss == CASES[case]
+    else:  # without the target the blocked proxy is leased
+        assert manager.acquire(name, "w") is not None and manager.last_miss is None
 
 
 def test_a_lease_clears_the_last_miss(make_storage: Callable[..., RedisStorage]) -> None:

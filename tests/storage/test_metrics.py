@@ -15,7 +15,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pharox_redis import AsyncRedisProxyManager, AsyncRedisStorage, RedisProxyManager, RedisStorage
+from pharox_redis import (
+    AsyncRedisProxyManager,
+    AsyncRedisStorage,
+    Outcome,
+    OutcomePolicy,
+    RedisProxyManager,
+    RedisStorage,
+)
 from pharox_redis.metrics import ManagerMetrics, PoolCollector, serve_metrics
 
 from ..conftest import BACKENDS
@@ -44,7 +51,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_pool_gauges_are_read_from_redis_on_each_scrape(storage: RedisStorage) -> None:
+def test_pool_gauges_are_read_from_redis_on_each_scrape(
+    make_storage: Callable[..., RedisStorage],
+) -> None:
+    storage = make_storage(outcomes=OutcomePolicy(base_seconds=300))  # outlasts the test
     busy = seed_pool(storage, 3, name="busy", max_concurrency=1)
     idle = make_pool(storage, "idle")
     storage.add_proxies_bulk([make_proxy(idle, 9, status="inactive")])
@@ -64,12 +74,20 @@ def test_pool_gauges_are_read_from_redis_on_each_scrape(storage: RedisStorage) -
     assert value(samples, "pharox_pool_leases_active", pool="busy") == 2
     assert value(samples, "pharox_pool_proxies", pool="idle", state="not_active") == 1
     assert value(samples, "pharox_pool_proxies_available", pool="idle") == 0
-    for leased in held:
-        assert leased is not None
-        manager.release_proxy(leased)
+    assert value(samples, "pharox_pool_proxies_cooling", pool="busy") == 0
+    assert value(samples, "pharox_pool_blocks", pool="busy") == 0
+    first, second = held
+    assert first is not None and second is not None
+    manager.release_proxy(first.lease, outcome=Outcome.failed())  # a cool-down
+    manager.release_proxy(second.lease, outcome=Outcome.blocked("example.com"))
+    recorder.reset()
     again = parsed(generate_latest(registry).decode())
+    assert len(recorder.batches) == 2, "cool-downs and blocks come with the counters"
     assert value(again, "pharox_pool_leases_active", pool="busy") == 0
-    assert value(again, "pharox_pool_proxies_available", pool="busy") == 3
+    assert value(again, "pharox_pool_proxies_available", pool="busy") == 2  # one cooling
+    assert value(again, "pharox_pool_proxies_cooling", pool="busy") == 1
+    assert value(again, "pharox_pool_blocks", pool="busy") == 1
+    assert value(again, "pharox_pool_proxies_cooling", pool="idle") == 0
     assert busy.name == "busy"
 
 
