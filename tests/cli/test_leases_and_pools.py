@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pharox_redis import RedisProxyManager, RedisStorage
+from pharox_redis import Outcome, OutcomePolicy, RedisProxyManager, RedisStorage
 from pharox_redis.cli.errors import ExitCode
+from pharox_redis.server import RedisServer
 
 from .conftest import Cli
 
@@ -88,3 +89,21 @@ def test_verify_and_delete_pool(cli: Cli, admin: RedisStorage) -> None:
     deleted = cli("delete-pool", "audited", "--yes")
     assert deleted.code == ExitCode.OK and deleted.out.startswith("deleted pool 'audited'")
     assert admin.list_pools() == []
+
+
+def test_stats_counts_the_proxies_in_a_cool_down(
+    cli: Cli, redis_server: RedisServer, prefix: str
+) -> None:
+    assert cli("import", "cooled", "-", stdin=FOUR).code == 0
+    policy = OutcomePolicy(base_seconds=300)  # a cool-down that outlasts the test
+    storage = RedisStorage.from_url(redis_server.url, prefix=prefix, outcomes=policy)
+    try:
+        manager = RedisProxyManager(storage)
+        leased = manager.acquire("cooled", "w")
+        assert leased is not None
+        manager.release_proxy(leased.lease, outcome=Outcome.failed())
+    finally:
+        storage.client.close()
+    shown = cli("stats", "cooled", "--json").json()
+    assert (shown["cooling_proxies"], shown["available_proxies"]) == (1, 3)
+    assert "in cool-down 1" in cli("stats", "cooled").out
