@@ -27,8 +27,8 @@
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
 --     record are false when the proxy has been deleted since)
 --   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
---     no items and offset -1 means nothing matches, and then follow 'miss', why (see
---     miss_fields below), proxies, ACTIVE proxies, available proxies
+--     no items and offset -1 means nothing matches, and then follow 'miss', why (see the
+--     miss below), proxies, ACTIVE proxies, available proxies
 --   or {'schedule', name, false}: nothing was done; send again with schedule.lua pipelined
 --   or {'build', name, false}: the selector's set is being built (one bounded step per
 --     call, see ensure_set in _pool.lua); nothing was leased: send again

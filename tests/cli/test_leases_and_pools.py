@@ -64,7 +64,9 @@ def test_find_and_release_a_stuck_lease(cli: Cli, admin: RedisStorage) -> None:
     assert (pool["name"], pool["total_proxies"], pool["leased_proxies"]) == ("crawl", 4, 2)
     assert pool["active_leases"] == 2
     shown = cli("stats", "crawl").out.splitlines()
-    assert shown[1].startswith("proxies 4  active 4  available 2  leased 2  active leases 2")
+    assert shown[1].startswith(
+        "proxies 4  active 4  available 2  leased 2  in cool-down 0  active leases 2"
+    )
 
 
 def test_verify_and_delete_pool(cli: Cli, admin: RedisStorage) -> None:
