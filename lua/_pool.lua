@@ -4,7 +4,8 @@
 -- Every pool script receives the keys of one pool first, all under the pool's hash tag
 -- <prefix>:{p:<pool-uuid>}, in the order of pharox_redis/keys.py's PoolKeys, which is their
 -- one definition: scripts.py binds them to locals named after its fields (K_META, K_STATE,
--- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES);
+-- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES,
+-- K_WAITERS, K_WAITING);
 -- PoolKeys' docstring says what each holds.
 --
 -- "Available" means status active and lease count below max concurrency (no max: unlimited).
@@ -30,13 +31,17 @@ local SET_KEYS = {}
 local SELECTOR_SETS = {first_available = 'first', least_used = 'least',
                        round_robin = 'rr', lowest_latency = 'latency'}
 local META_HEAD = {'name', 'sched', 'set:first', 'set:least', 'set:rr', 'set:latency',
-                   'used:first', 'used:least', 'used:rr', 'used:latency'}
+                   'used:first', 'used:least', 'used:rr', 'used:latency', 'wq'}
 local BUILD_STEP = 2000  -- proxies one ensure_set call adds to a set being built
 local USE_REFRESH_S = 3600  -- how stale a set's 'used:<set>' stamp may get before it is rewritten
 
 -- What pool_named read from K_META: SETS[set] is 'r', a build cursor, or nil; USED[set] the
--- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil.
-local SETS, USED, SCHED = {}, {}, nil
+-- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil; WQ true
+-- when the meta field 'wq' says the wait queue may hold waiters (see _wait.lua).
+local SETS, USED, SCHED, WQ = {}, {}, nil, false
+-- hand_off(id): give a slot of proxy `id` to the oldest waiter it fits; defined in
+-- _wait.lua (after _select.lua, whose filter matcher it uses). Returns true when it did.
+local hand_off
 
 -- The lease count and status of a proxy, and the fields its placements need, read from its
 -- state JSON without decoding it: pharox_redis/codec.py writes these keys (cjson may reorder
@@ -105,6 +110,7 @@ local function pool_named(expected)
     return nil, answer('nopool', false, false)
   end
   SCHED = tonumber(head[2])
+  WQ = head[11] and true or false
   for i, set in ipairs(SET_NAMES) do
     SETS[set] = head[2 + i] or nil
     USED[set] = tonumber(head[6 + i])
@@ -166,6 +172,11 @@ local function reindex(id, old, new)
         redis.call('ZADD', key, new_score, new_member)
       end
     end
+  end
+  local roomier = was and is and new.st.m ~= old.st.m and (new.st.m == nil or old.st.m ~= nil
+                                                          and new.st.m > old.st.m)
+  if WQ and is and (not was or roomier) then  -- new free slots go to waiters first
+    while hand_off(id) do end
   end
 end
 
@@ -231,6 +242,9 @@ local function free_slot(id)
     if n < 0 then  -- no slot was taken (the proxy was deleted, or re-saved since)
       return
     end
+  end
+  if WQ and hand_off(id) then  -- the slot went straight to a waiter: the sets stay as they are
+    return
   end
   if not (SETS.first or SETS.least or SETS.rr or SETS.latency) then
     return
@@ -319,6 +333,19 @@ local function reclaim_due(now, retention_us, batch)
     redis.call('ZREM', K_DEADLINES, unpack(purge))
   end
   return reclaimed, #due == 2 * batch
+end
+
+-- The earliest active lease deadline (the first whole score on the time line), or nil when
+-- no lease is active. Past a window of `lookahead` purge entries, the window's end stands in
+-- for it (early is safe: the caller only looks again sooner).
+local function next_deadline(lookahead)
+  local window = redis.call('ZRANGE', K_DEADLINES, 0, lookahead - 1, 'WITHSCORES')
+  for i = 2, #window, 2 do
+    if tonumber(window[i]) % 1 == 0 or i == 2 * lookahead then
+      return math.floor(tonumber(window[i]))
+    end
+  end
+  return nil
 end
 
 -- The cleanup index's entry for this pool (KEYS of schedule.lua, another slot) is known to

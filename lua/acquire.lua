@@ -18,12 +18,20 @@
 -- ARGV[12] '1' when schedule.lua follows in the same pipeline, else '0': then a lease is made
 --   only if the pool's cleanup entry already covers it (see scheduled_at in _pool.lua)
 -- ARGV[13] '1' to have the pool counters in the reply, else '0'
+-- ARGV[14] waiter id (UUID string) to join the pool's wait queue when nothing can be leased
+--   (see _wait.lua), or '' (or absent) not to wait
+-- ARGV[15] how long the waiter waits, in microseconds (integer > 0; with a waiter id)
+-- ARGV[16] the channel its hand-off is published on (keys.py handoff_channel)
+-- ARGV[17] its place in the queue: a score it had before, or '' to join now
 -- Returns (see _pool.lua) {code, name, counters, covered, ...}: covered is 1 when a later
 --   lease of the same duration needs no schedule.lua call; then by code:
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
 --     record are false when the proxy has been deleted since)
 --   'scan': next offset (-1 when the order is exhausted), candidate items (see walk);
 --     no items and offset -1 means nothing matches
+--   'queued' (with a waiter id, when the order is exhausted): next offset (-1), the waiter's
+--     place (its score), the microseconds until the pool's earliest lease deadline ('' for
+--     none), then the candidate items as for 'scan' (undecided ones the caller may still take)
 --   or {'schedule', name, false}: nothing was done; send again with schedule.lua pipelined
 --   or {'build', name, false}: the selector's set is being built (one bounded step per
 --     call, see ensure_set in _pool.lua); nothing was leased: send again
@@ -33,6 +41,7 @@ local offset, budget, max_undecided = tonumber(ARGV[4]), tonumber(ARGV[5]), tonu
 local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
 local with_schedule, with_counters = ARGV[12] == '1', ARGV[13] == '1'
+local waiter = ARGV[14] or ''
 
 local name, refused = pool_named(expected_name)
 if not name then
@@ -47,6 +56,9 @@ end
 
 local existing = redis.call('HGET', K_LEASES, lease_id)
 if existing then
+  if waiter ~= '' and not string.find(existing, '"released"', 1, true) then
+    existing = pick_up(lease_id, existing, now_us(), duration_us)  -- handed while re-sent
+  end
   local id = string.match(existing, '"proxy":%s*"([^"]+)"')
   return leased('exists', existing, id, redis.call('HGET', K_STATE, id),
                 tonumber(redis.call('HGET', K_COUNTS, id)) or 0, redis.call('HGET', K_RECORDS, id))
@@ -78,7 +90,16 @@ if items[2] == 1 then
   end
   return leased('ok', rec, id, state, count, record)
 end
-local out = answer('scan', name, with_counters, {sched and 1 or 0, next_offset})
+local out
+if waiter ~= '' and next_offset == -1 then
+  local order = join_queue(waiter, ARGV[17], now, tonumber(ARGV[15]), filter_json, consumer_id,
+                           duration_us, ARGV[16], lease_id)
+  local next_at = next_deadline(64)
+  out = answer('queued', name, with_counters, {sched and 1 or 0, next_offset, order,
+                                               next_at and int_str(next_at - now) or ''})
+else
+  out = answer('scan', name, with_counters, {sched and 1 or 0, next_offset})
+end
 for _, value in ipairs(items) do
   out[#out + 1] = value
 end

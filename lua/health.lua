@@ -38,8 +38,8 @@ local row = {id = ARGV[3], checked = checked_us, reachable = reachable, protocol
 if latency ~= '' then row.latency = tonumber(latency) end
 if before ~= '' then row.before = before end
 if ARGV[10] ~= '' then row.error = ARGV[10] end
-redis.call('ZADD', KEYS[12], checked_us, cjson.encode(row))
-redis.call('ZREMRANGEBYRANK', KEYS[12], 0, -(cap + 1))
+redis.call('ZADD', KEYS[#KEYS], checked_us, cjson.encode(row))
+redis.call('ZREMRANGEBYRANK', KEYS[#KEYS], 0, -(cap + 1))
 
 local st, changed = cjson.decode(redis.call('HGET', K_STATE, id)), false
 if apply then

@@ -18,16 +18,9 @@ if not name then
 end
 local now = now_us()
 local reclaimed, more = reclaim_due(now, retention_us, batch)
--- The earliest active deadline: the first whole score on the time line. Past a window of
--- purge entries, the window's end stands in for it (early is safe: cleanup then purges).
-local window = redis.call('ZRANGE', K_DEADLINES, 0, LOOKAHEAD - 1, 'WITHSCORES')
-local next_at = nil
-for i = 2, #window, 2 do
-  if tonumber(window[i]) % 1 == 0 or i == 2 * LOOKAHEAD then
-    next_at = int_str(math.floor(tonumber(window[i])))
-    break
-  end
-end
+-- The earliest active deadline (next_deadline in _pool.lua).
+local next_at = next_deadline(LOOKAHEAD)
+next_at = next_at and int_str(next_at)
 -- Cleanup puts the index entry back at `next_at` (or drops it): mirror that in 'sched'.
 if next_at then
   redis.call('HSET', K_META, 'sched', next_at)

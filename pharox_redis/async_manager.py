@@ -30,10 +30,11 @@ from pharox import (
     SelectorStrategy,
 )
 
-from . import batch_flows, flows
+from . import batch_flows, flows, wait_flows
 from .async_storage import AsyncRedisStorage
 from .bounded import await_within
 from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
+from .handoff import AsyncSubscriptions
 from .keepalive import TaskKeepAlive
 from .leased_proxy import LeasedProxy
 from .operations.acquire import AcquireRequest
@@ -72,6 +73,7 @@ class AsyncRedisProxyManager:
         self.policy = Policy(
             storage.context, retries, self._acquire_callbacks, self._release_callbacks
         )
+        self._subscriptions = AsyncSubscriptions(storage.client, storage.context.keys)
 
     async def _perform(self, flow: Flow[T]) -> T:
         """Run a flow of ``flows.py``, awaiting each step it yields."""
@@ -95,6 +97,13 @@ class AsyncRedisProxyManager:
                         notified = callback(step.payload)
                         if inspect.isawaitable(notified):
                             await notified
+                elif isinstance(step, flows.Listen):
+                    result = await step.subscription.listen(step.waiter, step.seconds)
+                elif isinstance(step, flows.Subscribe):
+                    result = self._subscriptions.borrow()
+                    await result.ensure()
+                elif isinstance(step, flows.Unsubscribe):
+                    await self._subscriptions.give_back(step.subscription)
                 else:
                     slept = (step.sleep or asyncio.sleep)(step.seconds)
                     if inspect.isawaitable(slept):
@@ -121,9 +130,18 @@ class AsyncRedisProxyManager:
         duration_seconds: float = 300,
         filters: Optional[ProxyFilters] = None,
         selector: Optional[SelectorStrategy] = None,
+        *,
+        wait: Optional[float] = None,
     ) -> Optional[LeasedProxy]:
-        """Lease a proxy and return it with its lease, or None when none is available."""
+        """Lease a proxy and return it with its lease, or None when none is available.
+
+        ``wait`` as for :meth:`RedisProxyManager.acquire`: wait up to that many seconds in
+        the pool's queue, without polling, for a proxy handed on release.
+        """
+        seconds = wait_flows.check_wait(wait)
         asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+        if seconds > 0:
+            return await self._perform(wait_flows.acquire_waiting(self.policy, asked, seconds))
         return await self._perform(flows.acquire(self.policy, asked))
 
     async def acquire_proxy(
@@ -292,6 +310,7 @@ class AsyncRedisProxyManager:
         *,
         keep_alive: bool = False,
         retry_config: Optional[RetryConfig] = None,
+        wait: Optional[float] = None,
     ) -> AsyncIterator[Optional[LeasedProxy]]:
         """Lease a proxy for the block and yield it with its lease (None when none is free).
 
@@ -305,11 +324,16 @@ class AsyncRedisProxyManager:
             :class:`~pharox_redis.errors.LeaseLostError`.
         retry_config:
             When given, wait and try again while no proxy is available.
+        wait:
+            Wait up to this many seconds in the pool's queue for a proxy (see
+            :meth:`acquire`); not together with ``retry_config``.
 
         """
+        if wait and retry_config is not None:
+            raise ValueError("give wait or retry_config, not both")
         if retry_config is None:
             leased = await self.acquire(
-                pool_name, consumer_name, duration_seconds, filters, selector
+                pool_name, consumer_name, duration_seconds, filters, selector, wait=wait
             )
         else:
             leased = await self.acquire_with_retry(

@@ -37,6 +37,12 @@ class PoolKeys(NamedTuple):
     * ``deadlines`` zset: the lease records' time line: active lease id -> expires_at in
       microseconds (server clock); released lease id -> purge time + 0.5.
     * ``leases`` hash: lease id -> JSON {proxy, consumer, acquired, expires, released}.
+    * ``waiters`` zset: the wait queue of ``acquire(..., wait=)``: waiter id -> when it
+      joined (server microseconds; FIFO order, a waiter whose predicate declined a proxy
+      keeps its score). See ``lua/_wait.lua``.
+    * ``waiting`` hash: waiter id -> JSON {f: filter JSON (``filters.py``), c: consumer id,
+      d: lease duration us, x: wait deadline us (server clock), k: the channel its hand-off
+      is published on (:meth:`KeySchema.handoff_channel`), l: the lease id to create}.
     """
 
     meta: str
@@ -50,6 +56,8 @@ class PoolKeys(NamedTuple):
     cursor: str
     deadlines: str
     leases: str
+    waiters: str
+    waiting: str
 
     @property
     def tag(self) -> str:
@@ -109,6 +117,14 @@ class KeySchema:
         self.globals = GlobalKeys.under(f"{prefix}:{{{prefix}:global}}:")
         # Where they were until 0.1.0: one slot for every prefix (``migrate`` moves them).
         self.legacy_globals = GlobalKeys.under(f"{prefix}:{{global}}:")
+
+    def handoff_channel(self, subscriber_id: UUID | str) -> str:
+        """Return the pub/sub channel a waiting subscriber listens on for its hand-offs.
+
+        A channel, not a key: ``PUBLISH`` in a pool script names no key, so the scripts'
+        KEYS stay exactly the pool's keys (on a Redis Cluster a publish reaches every node).
+        """
+        return f"{self.prefix}:handoff:{subscriber_id}"
 
     def pool(self, pool_id: UUID | str) -> PoolKeys:
         """Return the keys of the pool with this id (cached: every lease call needs them)."""

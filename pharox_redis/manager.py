@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 from pharox import Lease, ProxyFilters, ProxyManager, RetryConfig, SelectorStrategy
 
-from . import batch_flows, flows
+from . import batch_flows, flows, wait_flows
 from .bounded import call_within
 from .flows import Flow, Notify, Policy, Run
+from .handoff import Subscriptions
 from .keepalive import ThreadKeepAlive
 from .leased_proxy import LeasedProxy
 from .operations.acquire import AcquireRequest
@@ -54,6 +55,7 @@ class RedisProxyManager(ProxyManager):
         self.policy = Policy(
             storage.context, retries, self._acquire_callbacks, self._release_callbacks
         )
+        self._subscriptions = Subscriptions(storage.client, storage.context.keys)
 
     def _perform(self, flow: Flow[T]) -> T:
         """Run a flow of ``flows.py``, performing each step it yields."""
@@ -75,6 +77,13 @@ class RedisProxyManager(ProxyManager):
                 elif isinstance(step, Notify):
                     for callback in step.callbacks:
                         callback(step.payload)
+                elif isinstance(step, flows.Listen):
+                    result = step.subscription.listen(step.waiter, step.seconds)
+                elif isinstance(step, flows.Subscribe):
+                    result = self._subscriptions.borrow()
+                    result.ensure()
+                elif isinstance(step, flows.Unsubscribe):
+                    self._subscriptions.give_back(step.subscription)
                 else:
                     (step.sleep or time.sleep)(step.seconds)
             except Exception as exc:
@@ -89,13 +98,26 @@ class RedisProxyManager(ProxyManager):
         duration_seconds: float = 300,
         filters: Optional[ProxyFilters] = None,
         selector: Optional[SelectorStrategy] = None,
+        *,
+        wait: Optional[float] = None,
     ) -> Optional[LeasedProxy]:
         """Lease a proxy and return it with its lease, or None when none is available.
 
         One round trip (the first use of a pool or consumer name in a process costs one
         more to resolve it; Python predicates in ``filters`` cost one more per candidate).
+
+        With ``wait`` (seconds), when no proxy is free the call joins the pool's wait queue
+        and blocks, without polling, until a proxy is handed to it (first come, first
+        served among the waiters it fits) or ``wait`` has passed (then None). It raises
+        :class:`pharox.PoolNotFoundError` at once for an unknown pool, and
+        :class:`~pharox_redis.errors.RedisStorageError` when Redis stays unreachable until
+        the deadline. ``wait`` None or 0 is the plain acquire. See README, "Waiting for a
+        proxy".
         """
+        seconds = wait_flows.check_wait(wait)
         asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector)
+        if seconds > 0:
+            return self._perform(wait_flows.acquire_waiting(self.policy, asked, seconds))
         return self._perform(flows.acquire(self.policy, asked))
 
     def acquire_proxy(
@@ -283,6 +305,7 @@ class RedisProxyManager(ProxyManager):
         *,
         keep_alive: bool = False,
         retry_config: Optional[RetryConfig] = None,
+        wait: Optional[float] = None,
     ) -> Iterator[Optional[LeasedProxy]]:
         """Lease a proxy for the block and yield it with its lease (None when none is free).
 
@@ -297,10 +320,17 @@ class RedisProxyManager(ProxyManager):
             leaving the block raises :class:`~pharox_redis.errors.LeaseLostError`.
         retry_config:
             When given, wait and try again while no proxy is available.
+        wait:
+            Wait up to this many seconds in the pool's queue for a proxy (see
+            :meth:`acquire`); not together with ``retry_config``.
 
         """
+        if wait and retry_config is not None:
+            raise ValueError("give wait or retry_config, not both")
         if retry_config is None:
-            leased = self.acquire(pool_name, consumer_name, duration_seconds, filters, selector)
+            leased = self.acquire(
+                pool_name, consumer_name, duration_seconds, filters, selector, wait=wait
+            )
         else:
             leased = self.acquire_with_retry(
                 pool_name, consumer_name, duration_seconds, filters, selector, retry_config

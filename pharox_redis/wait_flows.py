@@ -1,0 +1,220 @@
+"""``acquire(..., wait=)``: wait in the pool's queue for a proxy instead of polling.
+
+Written once as a flow (see ``flows.py``) that both managers perform. Besides running
+operations it yields the steps ``Subscribe``, ``Listen`` and ``Unsubscribe`` (``flows.py``),
+which the managers perform with ``handoff.py`` (a pub/sub connection of their own, never the
+storage's held connection).
+
+1. A plain acquire: when a proxy is free this is all (one round trip, as without ``wait``).
+2. Subscribe to a hand-off channel (one per subscriber connection, reused by later waits).
+3. Acquire again, joining the pool's wait queue in the same script when nothing is free
+   (``lua/acquire.lua`` with a waiter: no slot can be freed unseen in between).
+4. Listen on the channel until the pool's earliest lease deadline, at most
+   :data:`CHECK_SECONDS`, at most the wait's deadline; then look (``lua/wait.lua``):
+   pick up a lease handed meanwhile, or reclaim expired leases (their slots go to the
+   oldest waiters, maybe this one) and listen again.
+5. At the deadline, leave the queue; a lease handed in the meantime is taken, never lost.
+
+A Python predicate cannot run in Lua: a hand-off matches the filters' Lua part, then the
+waiter tests the predicate; a proxy it declines is released (which hands it on to the next
+waiter) and the waiter joins again at the place it had. A Redis error while waiting is
+retried (with the policy's backoff) until the deadline; past it, it is raised.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any, Callable, Optional, TypeVar
+
+from pharox import PoolNotFoundError
+
+from . import codec
+from .errors import RedisStorageError
+from .flows import (
+    Flow,
+    Listen,
+    Notify,
+    Policy,
+    Run,
+    Sleep,
+    Subscribe,
+    Unsubscribe,
+    acquire_payload,
+    now_utc,
+    retried,
+)
+from .leased_proxy import LeasedProxy, local_deadline
+from .operations import acquire as acquiring
+from .operations import leases, waiting
+from .operations.acquire import Acquired, AcquireRequest, Queued, Waiter
+from .operations.batch import Op
+from .operations.waiting import Gone
+
+T = TypeVar("T")
+CHECK_SECONDS = 2.0  # longest a waiter listens before it looks at the queue itself
+NEXT_DEADLINE_MARGIN = 0.005  # listen this much past the pool's earliest lease deadline
+RETRY_SECONDS = 0.05  # first pause after a Redis error while waiting (doubling, to 0.8 s)
+LEAVE_GRACE_SECONDS = 1.0  # leaving the queue at the deadline is retried this much longer
+
+
+def check_wait(wait: Any) -> float:
+    """Return ``wait`` as seconds (0 for None); ValueError unless a finite number >= 0."""
+    if wait is None:
+        return 0.0
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait):
+        raise ValueError(f"wait must be a finite number of seconds >= 0, got {wait!r}")
+    if wait < 0:
+        raise ValueError(f"wait must be >= 0, got {wait!r}")
+    return float(wait)
+
+
+def acquire_waiting(
+    policy: Policy, asked: AcquireRequest, wait: float
+) -> Flow[Optional[LeasedProxy]]:
+    """Lease a proxy, waiting up to ``wait`` seconds in the pool's queue; None at the deadline.
+
+    Raises :class:`pharox.PoolNotFoundError` at once when the pool does not exist.
+    """
+    deadline = time.monotonic() + wait
+    started_at = now_utc() if policy.on_acquire else None
+    sent_at = time.monotonic()
+    first: Acquired = yield from _attempt(policy, asked, deadline)
+    if first.lease is not None and first.proxy is not None:
+        leased: Optional[LeasedProxy] = LeasedProxy(
+            first.lease, first.proxy, local_deadline(sent_at, asked.duration_seconds)
+        )
+        got = first
+    else:
+        subscription = yield Subscribe()
+        try:
+            leased, got = yield from _queue(policy, asked, deadline, subscription)
+        finally:
+            yield Unsubscribe(subscription)
+    if started_at is not None:
+        yield Notify(policy.on_acquire, acquire_payload(asked, got, started_at))
+    return leased
+
+
+def _attempt(
+    policy: Policy, asked: AcquireRequest, deadline: float, waiter: Optional[Waiter] = None
+) -> Flow[Acquired]:
+    """Acquire (joining the queue with ``waiter``), retrying Redis errors in time."""
+    ctx = policy.context
+    make = partial(acquiring.acquire, ctx, asked, bool(policy.on_acquire), waiter)
+    got: Optional[Acquired] = yield from _in_time(deadline, make, first=True)
+    if got is None:  # pragma: no cover - the first call is always made
+        raise RedisStorageError("Redis did not answer before the wait's deadline")
+    if got.lease is None and got.queued is None and asked.pool_name not in ctx.pool_ids:
+        raise PoolNotFoundError(f"Pool '{asked.pool_name}' not found.")  # resolving caches it
+    return got
+
+
+def _in_time(
+    deadline: float, make_op: Callable[[], Op[T]], first: bool = False
+) -> Flow[Optional[T]]:
+    """Run an operation; a Redis error is retried with backoff while the deadline allows.
+
+    Raises the last error once the deadline is reached. Returns None when the deadline had
+    passed before a call was made (``first``: the first call is made even then).
+    """
+    attempt = 0
+    while first or time.monotonic() < deadline:
+        first = False
+        try:
+            result: T = yield Run(make_op())
+            return result
+        except RedisStorageError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            yield Sleep(min(left, RETRY_SECONDS * 2 ** min(attempt, 4)))
+            attempt += 1
+    return None
+
+
+def _queue(
+    policy: Policy, asked: AcquireRequest, deadline: float, subscription: Any
+) -> Flow[tuple[Optional[LeasedProxy], Acquired]]:
+    """Join the queue, listen, pick up; steps 3 to 5 of the module's docstring."""
+    waiter_id = codec.new_id()
+    order: Any = ""  # the place in the queue, kept when joining again
+    while True:
+        left = deadline - time.monotonic()
+        waiter = Waiter(waiter_id, subscription.channel, max(1, round(left * 1e6)), order)
+        sent_at = time.monotonic()
+        got = yield from _attempt(policy, asked, deadline, waiter)
+        if got.queued is None or got.lease is not None:
+            if got.queued is not None:  # a predicate approved a free candidate: leave
+                yield from _leave(policy, asked, got.queued.pool_id, waiter_id, deadline)
+            return _held(got, asked, sent_at), got
+        order = got.queued.order
+        outcome = yield from _listen(policy, asked, deadline, subscription, waiter_id, got.queued)
+        if outcome is not None:
+            handed, sent_at = outcome
+            if handed.lease is None or handed.proxy is None:
+                return None, handed  # the deadline passed
+            if asked.filters is None or asked.filters.matches(handed.proxy):
+                return _held(handed, asked, sent_at), handed
+            # The predicate declines it: give it back (to the next waiter) and join again.
+            yield from retried(policy, partial(leases.release, policy.context, handed.lease))
+        # else not in the queue any more (Redis lost it, say): join again
+        asked = asked._replace(lease_id=codec.new_id())
+
+
+def _listen(
+    policy: Policy,
+    asked: AcquireRequest,
+    deadline: float,
+    subscription: Any,
+    waiter_id: Any,
+    queued: Queued,
+) -> Flow[Optional[tuple[Acquired, float]]]:
+    """Listen and look until a lease is handed or the deadline passes.
+
+    Returns the outcome (without a lease at the deadline) and when the look that picked it
+    up was sent; None when the waiter is no longer queued.
+    """
+    ctx = policy.context
+    while True:
+        left = deadline - time.monotonic()
+        sent_at = time.monotonic()
+        if left <= 0:
+            look = partial(waiting.look, ctx, asked, queued.pool_id, waiter_id, True)
+            grace = sent_at + LEAVE_GRACE_SECONDS  # leaving is retried a little longer
+            left_with = yield from _in_time(grace, look, first=True)
+            if isinstance(left_with, Acquired):
+                return left_with, sent_at  # handed just before: taken, never lost
+            return Acquired(None, None, None), sent_at
+        span = min(left, CHECK_SECONDS)
+        if queued.until_us is not None:
+            span = min(span, max(0.0, queued.until_us / 1e6 + NEXT_DEADLINE_MARGIN))
+        yield Listen(subscription, str(waiter_id), span)
+        sent_at = time.monotonic()
+        looked = yield from _in_time(
+            deadline, partial(waiting.look, ctx, asked, queued.pool_id, waiter_id)
+        )
+        if isinstance(looked, Queued):
+            queued = looked
+        elif isinstance(looked, Acquired):
+            return looked, sent_at
+        elif isinstance(looked, Gone):
+            return None
+
+
+def _held(got: Acquired, asked: AcquireRequest, sent_at: float) -> Optional[LeasedProxy]:
+    if got.lease is None or got.proxy is None:
+        return None
+    return LeasedProxy(got.lease, got.proxy, local_deadline(sent_at, asked.duration_seconds))
+
+
+def _leave(
+    policy: Policy, asked: AcquireRequest, pool_id: Any, waiter_id: Any, deadline: float
+) -> Flow[None]:
+    """Leave the queue after leasing a free candidate with the waiter's own lease id.
+
+    No hand-off can reach the waiter any more: a hand-off drops a waiter whose lease exists.
+    """
+    look = partial(waiting.look, policy.context, asked, pool_id, waiter_id, True)
+    yield from _in_time(max(deadline, time.monotonic() + LEAVE_GRACE_SECONDS), look, first=True)
