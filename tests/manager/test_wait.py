@@ -193,7 +193,8 @@ def test_an_unknown_pool_fails_at_once(manager: Manager) -> None:
 
 def test_a_bad_wait_is_refused(manager: Manager) -> None:
     pool, _ = seed(manager, 1)
-    for wait in (-1, float("nan"), float("inf"), "1", True):
+    bad: tuple[Any, ...] = (-1, float("nan"), float("inf"), "1", True)
+    for wait in bad:
         with pytest.raises(ValueError, match="wait"):
             manager.acquire(pool.name, "w", 60, wait=wait)
 
