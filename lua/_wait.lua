@@ -13,9 +13,11 @@
 -- the proxy satisfies (a Python predicate counts as a match: the waiter decides). Waiters
 -- past their deadline are dropped on the way. The lease is created with the waiter's lease
 -- id, its deadline only PICKUP_US ahead (at most its duration), and the waiter's id is
--- published on its channel. The waiter picks the lease up (wait.lua), which extends it to
--- its full duration; a waiter that died never does, so the lease expires within PICKUP_US
--- and its reclaim hands the slot on. A channel is not a key: KEYS stay the pool's keys.
+-- published on its channel. The waiter picks the lease up (acquire.lua sent again with its
+-- waiter id, or leave_queue.lua at its deadline), which extends it to its full duration; a
+-- waiter that died never does, so the lease expires within PICKUP_US and its reclaim (by
+-- any acquire, or the other waiters' looks) hands the slot on. A channel is not a key: KEYS
+-- stay the pool's keys.
 local WAIT_SCAN = 16  -- oldest waiters one hand-off examines
 local PICKUP_US = 5000000  -- how long a handed lease waits for its waiter to pick it up
 

@@ -19,7 +19,9 @@
 --   only if the pool's cleanup entry already covers it (see scheduled_at in _pool.lua)
 -- ARGV[13] '1' to have the pool counters in the reply, else '0'
 -- ARGV[14] waiter id (UUID string) to join the pool's wait queue when nothing can be leased
---   (see _wait.lua), or '' (or absent) not to wait
+--   (see _wait.lua), or '' (or absent) not to wait. A waiter sends this again to look: a
+--   lease handed to it (ARGV[7]) is then picked up (extended to its full duration) and
+--   answered 'exists'; a lease it gets leaves the queue
 -- ARGV[15] how long the waiter waits, in microseconds (integer > 0; with a waiter id)
 -- ARGV[16] the channel its hand-off is published on (keys.py handoff_channel)
 -- ARGV[17] its place in the queue: a score it had before, or '' to join now
@@ -56,8 +58,11 @@ end
 
 local existing = redis.call('HGET', K_LEASES, lease_id)
 if existing then
-  if waiter ~= '' and not string.find(existing, '"released"', 1, true) then
-    existing = pick_up(lease_id, existing, now_us(), duration_us)  -- handed while re-sent
+  if waiter ~= '' then
+    leave_queue(waiter)
+    if not string.find(existing, '"released"', 1, true) then
+      existing = pick_up(lease_id, existing, now_us(), duration_us)  -- handed to the waiter
+    end
   end
   local id = string.match(existing, '"proxy":%s*"([^"]+)"')
   return leased('exists', existing, id, redis.call('HGET', K_STATE, id),
@@ -87,6 +92,9 @@ if items[2] == 1 then
   end
   if selector == 'round_robin' then
     redis.call('SET', K_CURSOR, id)
+  end
+  if waiter ~= '' then
+    leave_queue(waiter)
   end
   return leased('ok', rec, id, state, count, record)
 end

@@ -7,7 +7,7 @@ the idle ones and lends one to each wait in progress, so a wait costs no ``SUBSC
 after the first. Messages meant for an earlier wait are skipped by waiter id.
 
 The message only wakes the waiter early: the lease is in Redis and the waiter picks it up
-with a script (``lua/wait.lua``), which it also runs when no message came in time. A lost
+with a script (its acquire sent again), which it also runs when no message came in time. A lost
 message (a dropped connection) therefore costs latency, never a lease. The connection is
 the client's (one server, the Sentinel master, a Redis Cluster node: a cluster's publish
 reaches every node), never the storage's held connection for script calls.

@@ -32,7 +32,7 @@ SELECT_SCRIPTS = ("find", "acquire", "rotate", "acquire_many")
 POOL_SCRIPTS = (
     *SELECT_SCRIPTS,
     "lease",
-    "wait",
+    "leave_queue",
     "release",
     "release_many",
     "reclaim",

@@ -9,16 +9,18 @@ storage's held connection).
 2. Subscribe to a hand-off channel (one per subscriber connection, reused by later waits).
 3. Acquire again, joining the pool's wait queue in the same script when nothing is free
    (``lua/acquire.lua`` with a waiter: no slot can be freed unseen in between).
-4. Listen on the channel until the pool's earliest lease deadline, at most
-   :data:`CHECK_SECONDS`, at most the wait's deadline; then look (``lua/wait.lua``):
-   pick up a lease handed meanwhile, or reclaim expired leases (their slots go to the
-   oldest waiters, maybe this one) and listen again.
-5. At the deadline, leave the queue; a lease handed in the meantime is taken, never lost.
+4. Listen on the channel until the hand-off message, the pool's earliest lease deadline,
+   :data:`CHECK_SECONDS` or the wait's deadline, whichever comes first; then look: the same
+   acquire sent again, keeping the waiter's place, picks up a lease handed meanwhile,
+   reclaims expired leases on the way (their slots go to the oldest waiters, maybe this
+   one), leases a free proxy that fits, or stays queued. A lost message costs latency only.
+5. At the deadline, leave the queue (``lua/leave_queue.lua``); a lease handed in the
+   meantime is taken, never lost.
 
 A Python predicate cannot run in Lua: a hand-off matches the filters' Lua part, then the
 waiter tests the predicate; a proxy it declines is released (which hands it on to the next
-waiter) and the waiter joins again at the place it had. A Redis error while waiting is
-retried (with the policy's backoff) until the deadline; past it, it is raised.
+waiter) and the waiter waits on at the place it had. A Redis error while waiting is retried
+(with backoff) until the deadline; past it, it is raised.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from .operations import acquire as acquiring
 from .operations import leases, waiting
 from .operations.acquire import Acquired, AcquireRequest, Queued, Waiter
 from .operations.batch import Op
-from .operations.waiting import Gone
 
 T = TypeVar("T")
 CHECK_SECONDS = 2.0  # longest a waiter listens before it looks at the queue itself
@@ -137,84 +138,65 @@ def _in_time(
 def _queue(
     policy: Policy, asked: AcquireRequest, deadline: float, subscription: Any
 ) -> Flow[tuple[Optional[LeasedProxy], Acquired]]:
-    """Join the queue, listen, pick up; steps 3 to 5 of the module's docstring."""
+    """Join the queue and look again after each listen; steps 3 to 5 of the module's docstring.
+
+    Each look is the joining acquire sent again with the place the waiter has: it picks up a
+    lease handed meanwhile, leases a proxy that is free and fits, or stays queued.
+    """
     waiter_id = codec.new_id()
-    order: Any = ""  # the place in the queue, kept when joining again
+    order: Any = ""  # the place in the queue, kept by every later look
+    queued: Optional[Queued] = None
     while True:
         left = deadline - time.monotonic()
+        if left <= 0 and queued is not None:
+            return (yield from _leave(policy, asked, queued, waiter_id))
         waiter = Waiter(waiter_id, subscription.channel, max(1, round(left * 1e6)), order)
         sent_at = time.monotonic()
         got = yield from _attempt(policy, asked, deadline, waiter)
-        if got.queued is None or got.lease is not None:
+        if got.lease is not None and got.proxy is not None:
             if got.queued is not None:  # a predicate approved a free candidate: leave
-                yield from _leave(policy, asked, got.queued.pool_id, waiter_id, deadline)
-            return _held(got, asked, sent_at), got
-        order = got.queued.order
-        outcome = yield from _listen(policy, asked, deadline, subscription, waiter_id, got.queued)
-        if outcome is not None:
-            handed, sent_at = outcome
-            if handed.lease is None or handed.proxy is None:
-                return None, handed  # the deadline passed
-            if asked.filters is None or asked.filters.matches(handed.proxy):
-                return _held(handed, asked, sent_at), handed
-            # The predicate declines it: give it back (to the next waiter) and join again.
-            yield from retried(policy, partial(leases.release, policy.context, handed.lease))
-        # else not in the queue any more (Redis lost it, say): join again
-        asked = asked._replace(lease_id=codec.new_id())
-
-
-def _listen(
-    policy: Policy,
-    asked: AcquireRequest,
-    deadline: float,
-    subscription: Any,
-    waiter_id: Any,
-    queued: Queued,
-) -> Flow[Optional[tuple[Acquired, float]]]:
-    """Listen and look until a lease is handed or the deadline passes.
-
-    Returns the outcome (without a lease at the deadline) and when the look that picked it
-    up was sent; None when the waiter is no longer queued.
-    """
-    ctx = policy.context
-    while True:
+                yield from _in_time(
+                    max(deadline, time.monotonic() + LEAVE_GRACE_SECONDS),
+                    partial(waiting.leave, policy.context, asked, got.queued.pool_id, waiter_id),
+                    first=True,
+                )
+            if asked.filters is None or asked.filters.matches(got.proxy):
+                return _held(got, asked, sent_at), got
+            # Handed on the filters' Lua part, declined by the predicate: give it back (to
+            # the next waiter) and wait on at the same place.
+            yield from retried(policy, partial(leases.release, policy.context, got.lease))
+            asked = asked._replace(lease_id=codec.new_id())
+            continue
+        if got.queued is None:
+            # The lease handed to this waiter expired before it was picked up: join again.
+            asked = asked._replace(lease_id=codec.new_id())
+            continue
+        queued, order = got.queued, got.queued.order
         left = deadline - time.monotonic()
-        sent_at = time.monotonic()
-        if left <= 0:
-            look = partial(waiting.look, ctx, asked, queued.pool_id, waiter_id, True)
-            grace = sent_at + LEAVE_GRACE_SECONDS  # leaving is retried a little longer
-            left_with = yield from _in_time(grace, look, first=True)
-            if isinstance(left_with, Acquired):
-                return left_with, sent_at  # handed just before: taken, never lost
-            return Acquired(None, None, None), sent_at
-        span = min(left, CHECK_SECONDS)
-        if queued.until_us is not None:
-            span = min(span, max(0.0, queued.until_us / 1e6 + NEXT_DEADLINE_MARGIN))
-        yield Listen(subscription, str(waiter_id), span)
-        sent_at = time.monotonic()
-        looked = yield from _in_time(
-            deadline, partial(waiting.look, ctx, asked, queued.pool_id, waiter_id)
-        )
-        if isinstance(looked, Queued):
-            queued = looked
-        elif isinstance(looked, Acquired):
-            return looked, sent_at
-        elif isinstance(looked, Gone):
-            return None
+        if left > 0:
+            span = min(left, CHECK_SECONDS)
+            if queued.until_us is not None:
+                span = min(span, max(0.0, queued.until_us / 1e6 + NEXT_DEADLINE_MARGIN))
+            yield Listen(subscription, str(waiter_id), span)
+
+
+def _leave(
+    policy: Policy, asked: AcquireRequest, queued: Queued, waiter_id: Any
+) -> Flow[tuple[Optional[LeasedProxy], Acquired]]:
+    """Leave the queue at the deadline; a lease handed in the meantime is taken, not lost."""
+    sent_at = time.monotonic()
+    grace = sent_at + LEAVE_GRACE_SECONDS  # leaving is retried a little past the deadline
+    leave = partial(waiting.leave, policy.context, asked, queued.pool_id, waiter_id)
+    handed: Optional[Acquired] = yield from _in_time(grace, leave, first=True)
+    if handed is None or handed.lease is None or handed.proxy is None:
+        return None, Acquired(None, None, None)
+    if asked.filters is not None and not asked.filters.matches(handed.proxy):
+        yield from retried(policy, partial(leases.release, policy.context, handed.lease))
+        return None, Acquired(None, None, None)
+    return _held(handed, asked, sent_at), handed
 
 
 def _held(got: Acquired, asked: AcquireRequest, sent_at: float) -> Optional[LeasedProxy]:
     if got.lease is None or got.proxy is None:
         return None
     return LeasedProxy(got.lease, got.proxy, local_deadline(sent_at, asked.duration_seconds))
-
-
-def _leave(
-    policy: Policy, asked: AcquireRequest, pool_id: Any, waiter_id: Any, deadline: float
-) -> Flow[None]:
-    """Leave the queue after leasing a free candidate with the waiter's own lease id.
-
-    No hand-off can reach the waiter any more: a hand-off drops a waiter whose lease exists.
-    """
-    look = partial(waiting.look, policy.context, asked, pool_id, waiter_id, True)
-    yield from _in_time(max(deadline, time.monotonic() + LEAVE_GRACE_SECONDS), look, first=True)

@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any, Optional
 
 import pytest
+from pharox import PoolNotFoundError
 
 from pharox_redis import LeasedProxy, RedisProxyManager, RedisStorage, RedisStorageError
 from pharox_redis.server import RedisServer
@@ -213,3 +214,33 @@ def test_a_redis_restart_wakes_the_waiters_by_their_deadline(opened: list[RedisS
         assert kinds["LeasedProxy"] == 1  # the slot reached the oldest waiter
         assert max(ended.values()) < wait + 1.5  # nobody blocked past its deadline
         assert storage.audit().drift == ()
+
+
+def test_a_restart_that_lost_the_pool_fails_the_waiters_at_once(
+    opened: list[RedisStorage],
+) -> None:
+    """Without persistence the pool is gone after a restart: the waiter says so, in time."""
+    wait = 10.0
+    with RedisServer(tcp=True) as server:
+        storage = connect(server.url, opened, prefix="lostw")
+        pool = seed_pool(storage, 1, max_concurrency=1)
+        assert RedisProxyManager(storage).acquire(pool.name, "holder", 60) is not None
+        outcome: list[Any] = []
+
+        def waiter() -> None:
+            manager = RedisProxyManager(connect(server.url, opened, prefix="lostw"))
+            started = time.monotonic()
+            try:
+                outcome.append(manager.acquire(pool.name, "w", 60, wait=wait))
+            except Exception as exc:
+                outcome.append(exc)
+            outcome.append(time.monotonic() - started)
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        until_queued(storage, pool.id, 1)
+        server.restart(kill=True)
+        thread.join(wait + 10)
+        error, took = outcome
+        assert isinstance(error, PoolNotFoundError), error
+        assert took < CHECK_SECONDS + 1.5  # at its next look, not at its deadline
