@@ -22,6 +22,7 @@ from .scaleout import run_scaleout
 from .settings import Settings, parse_settings
 from .stats import geometric_mean
 from .targets import IN_MEMORY, POSTGRES, REDIS_FAST, REDIS_STOCK, Verdict, evaluate
+from .waiting import run_waiting
 from .workers import run_workers
 
 
@@ -65,6 +66,10 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
             say("== 8. Redis work per cycle (INFO commandstats)")
             results.cost = run_cost(settings, target, say)
             results.notes += results.cost.notes
+        if settings.runs("waiting"):
+            say("== 10. waiting for a proxy against polling")
+            results.waiting = run_waiting(settings, target, say)
+            results.notes += results.waiting.notes
     if settings.runs("scaleout"):
         say(f"== 7. scale-out: 1 and 3 cluster masters, {settings.processes} processes")
         results.scaleout = run_scaleout(settings, say)

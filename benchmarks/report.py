@@ -26,6 +26,7 @@ from .targets import (
     T6_VS_IN_MEMORY,
     Verdict,
 )
+from .waiting import waiting_lines
 from .workers_report import workers_lines
 
 
@@ -323,6 +324,8 @@ def render(
         lines += cost_lines(results.cost, results.workers, settings)
     if results.workers is not None and any(settings.runs(k) for k in ("rotate", "batch")):
         lines += rotate_batch_lines(results.workers, settings)
+    if results.waiting is not None:
+        lines += waiting_lines(results.waiting, settings)
     notes = list(results.notes)
     if results.plot_note:
         notes.append(f"plot not written: {results.plot_note}")

@@ -27,6 +27,7 @@ SECTIONS = (
     "profile",
     "cost",
     "scaleout",
+    "waiting",
 )
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,8 @@ class Settings:
     filter_pool_size: int
     filter_acquires: int
     cost_cycles: int
+    wait_window: float
+    wait_hold: float
     baseline_ref: Optional[str]
     command: str
 
@@ -85,6 +88,8 @@ DEFAULTS: dict[str, tuple[object, object]] = {
     "filter_pool_size": (100_000, 1000),
     "filter_acquires": (300, 12),
     "cost_cycles": (2000, 40),
+    "wait_window": (5.0, 0.5),
+    "wait_hold": (0.02, 0.02),
 }
 
 
@@ -161,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="counted cycles per selector of the Redis work section (2000)",
     )
+    add("--wait-window", type=float, help="seconds each fleet of the waiting section runs (5)")
+    add("--wait-hold", type=float, help="seconds a lease is held in the waiting section (0.02)")
     add(
         "--baseline-ref",
         default=BASELINE_REF,

@@ -39,8 +39,9 @@ local USE_REFRESH_S = 3600  -- how stale a set's 'used:<set>' stamp may get befo
 -- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil; WQ true
 -- when the meta field 'wq' says the wait queue may hold waiters (see _wait.lua).
 local SETS, USED, SCHED, WQ = {}, {}, nil, false
--- hand_off(id): give a slot of proxy `id` to the oldest waiter it fits; defined in
--- _wait.lua (after _select.lua, whose filter matcher it uses). Returns true when it did.
+-- hand_off(id, freeing, now): give a slot of proxy `id` (one being freed, or a free one) to
+-- the oldest waiter it fits; defined in _wait.lua (after _select.lua, whose filter matcher it
+-- uses). Returns true when it did.
 local hand_off
 
 -- The lease count and status of a proxy, and the fields its placements need, read from its
@@ -176,7 +177,7 @@ local function reindex(id, old, new)
   local roomier = was and is and new.st.m ~= old.st.m and (new.st.m == nil or old.st.m ~= nil
                                                           and new.st.m > old.st.m)
   if WQ and is and (not was or roomier) then  -- new free slots go to waiters first
-    while hand_off(id) do end
+    while hand_off(id, false) do end
   end
 end
 
@@ -233,18 +234,20 @@ local function purge_score(ended, retention_us)
   return int_str(ended + retention_us) .. '.5'
 end
 
--- Give back one lease slot of proxy `id`: the lease count returned by the decrement decides
--- whether the proxy comes back into the kept sets (it was full) or only moves in 'least'.
-local function free_slot(id)
+-- Give back one lease slot of proxy `id` (at server time `now`): the lease count returned by
+-- the decrement decides whether the proxy comes back into the kept sets (it was full) or only
+-- moves in 'least'. When a waiter fits, the slot goes straight to it instead (hand_off), and
+-- the count and the sets stay as they are.
+local function free_slot(id, now)
+  if WQ and hand_off(id, true, now) then
+    return
+  end
   local n = redis.call('HINCRBY', K_COUNTS, id, -1)
   if n <= 0 then
     redis.call('HDEL', K_COUNTS, id)
     if n < 0 then  -- no slot was taken (the proxy was deleted, or re-saved since)
       return
     end
-  end
-  if WQ and hand_off(id) then  -- the slot went straight to a waiter: the sets stay as they are
-    return
   end
   if not (SETS.first or SETS.least or SETS.rr or SETS.latency) then
     return
@@ -284,7 +287,7 @@ local function end_lease(lease_id, raw, now, retention_us)
   local encoded = string.sub(raw, 1, -2) .. ',"released":"' .. int_str(ended) .. '"}'
   redis.call('HSET', K_LEASES, lease_id, encoded)
   redis.call('ZADD', K_DEADLINES, purge_score(ended, retention_us), lease_id)
-  free_slot(string.match(raw, '"proxy":%s*"([^"]+)"'))
+  free_slot(string.match(raw, '"proxy":%s*"([^"]+)"'), now)
   return encoded, due <= now
 end
 
@@ -364,16 +367,25 @@ local function note_scheduled(deadline, sched)
   return sched
 end
 
+-- The record of a lease of proxy `id` from `now` for `duration_us`: JSON built by hand (every
+-- value is a UUID or digits).
+local function lease_record(id, consumer_id, now, duration_us)
+  return '{"proxy":"' .. id .. '","consumer":"' .. consumer_id .. '","acquired":"'
+    .. int_str(now) .. '","expires":"' .. int_str(now + duration_us) .. '"}'
+end
+
+-- Write a lease record `rec` (lease_record) and put it on the time line at its deadline.
+local function write_lease(lease_id, rec, now, duration_us)
+  redis.call('HSET', K_LEASES, lease_id, rec)
+  redis.call('ZADD', K_DEADLINES, int_str(now + duration_us), lease_id)
+end
+
 -- Create lease `lease_id` on proxy `id` (state JSON `state`, known to be available): the
 -- lease count returned by the increment decides whether the proxy is now full and leaves
 -- the kept sets, or only moves in 'least'. Returns the record JSON and the new lease count.
--- The record is JSON built by hand: every value is a UUID or digits.
 local function start_lease(id, state, lease_id, consumer_id, now, duration_us)
-  local expires = int_str(now + duration_us)
-  local rec = '{"proxy":"' .. id .. '","consumer":"' .. consumer_id .. '","acquired":"'
-    .. int_str(now) .. '","expires":"' .. expires .. '"}'
-  redis.call('HSET', K_LEASES, lease_id, rec)
-  redis.call('ZADD', K_DEADLINES, expires, lease_id)
+  local rec = lease_record(id, consumer_id, now, duration_us)
+  write_lease(lease_id, rec, now, duration_us)
   local n = redis.call('HINCRBY', K_COUNTS, id, 1)
   local m = tonumber(string.match(state, '"m":(%d+)'))
   if m ~= nil and n >= m then  -- now full: out of every kept set

@@ -12,12 +12,17 @@
 -- slot goes, in the same script, to the oldest of the first WAIT_SCAN waiters whose filter
 -- the proxy satisfies (a Python predicate counts as a match: the waiter decides). Waiters
 -- past their deadline are dropped on the way. The lease is created with the waiter's lease
--- id, its deadline only PICKUP_US ahead (at most its duration), and the waiter's id is
--- published on its channel. The waiter picks the lease up (acquire.lua sent again with its
--- waiter id, or leave_queue.lua at its deadline), which extends it to its full duration; a
--- waiter that died never does, so the lease expires within PICKUP_US and its reclaim (by
--- any acquire, or the other waiters' looks) hands the slot on. A channel is not a key: KEYS
--- stay the pool's keys.
+-- id and published on the waiter's channel with everything the waiter needs to use it
+-- (handoff_message), so a waiter that is listening takes it without another round trip.
+--
+-- A waiter that died must not strand the proxy. Whether someone listens on its channel is
+-- known (PUBSUB NUMSUB, on this node): when someone does, the lease runs its full duration;
+-- when nobody does (the waiter died, its connection dropped, or on a Redis Cluster it
+-- listens on another node), the lease gets a deadline only PICKUP_US ahead (at most its
+-- duration) and the message says so: the waiter, if alive, picks it up (acquire.lua sent
+-- again, or leave_queue.lua), which extends it to its full duration; otherwise it expires
+-- and its reclaim (by any acquire, or the other waiters' looks) hands the slot on. A
+-- channel is not a key: KEYS stay the pool's keys.
 local WAIT_SCAN = 16  -- oldest waiters one hand-off examines
 local PICKUP_US = 5000000  -- how long a handed lease waits for its waiter to pick it up
 
@@ -26,13 +31,29 @@ local function leave_queue(waiter)
   redis.call('HDEL', K_WAITING, waiter)
 end
 
-hand_off = function(id)
+-- A hand-off message: netstrings ("<length>:<bytes>") of the waiter id, '1' when the lease
+-- runs its full duration ('0': pick it up), the lease record, the proxy id, its state JSON,
+-- its lease count and its record. pharox_redis/operations/waiting.py reads it.
+local function handoff_message(waiter, full, rec, id, state, count, record)
+  local out = {}
+  for _, field in ipairs({waiter, full and '1' or '0', rec, id, state, tostring(count), record}) do
+    out[#out + 1] = #field .. ':' .. field
+  end
+  return table.concat(out)
+end
+
+hand_off = function(id, freeing, now)
   local state = redis.call('HGET', K_STATE, id)
   if not state or not string.find(state, '"s":"active"', 1, true) then
     return false
   end
   local m = tonumber(string.match(state, '"m":(%d+)'))
-  if m ~= nil and (tonumber(redis.call('HGET', K_COUNTS, id)) or 0) >= m then
+  local n = tonumber(redis.call('HGET', K_COUNTS, id)) or 0
+  if freeing then  -- the slot being freed must be one held, and leave room once freed
+    if n < 1 or (m ~= nil and n - 1 >= m) then
+      return false
+    end
+  elseif m ~= nil and n >= m then
     return false
   end
   local queue = redis.call('ZRANGE', K_WAITERS, 0, WAIT_SCAN - 1)
@@ -41,7 +62,7 @@ hand_off = function(id)
     WQ = false
     return false
   end
-  local now = now_us()
+  now = now or now_us()
   local decoded = nil
   for _, waiter in ipairs(queue) do
     local raw = redis.call('HGET', K_WAITING, waiter)
@@ -56,8 +77,19 @@ hand_off = function(id)
       end
       if fits then
         leave_queue(waiter)
-        start_lease(id, state, entry.l, entry.c, now, math.min(PICKUP_US, tonumber(entry.d)))
-        redis.call('PUBLISH', entry.k, waiter)
+        local duration = tonumber(entry.d)
+        local listened = redis.call('PUBSUB', 'NUMSUB', entry.k)[2] > 0
+        if not listened then
+          duration = math.min(PICKUP_US, duration)
+        end
+        local rec = lease_record(id, entry.c, now, duration)
+        if freeing then  -- the freed slot is the one handed: count and sets stay as they are
+          write_lease(entry.l, rec, now, duration)
+        else
+          rec, n = start_lease(id, state, entry.l, entry.c, now, duration)
+        end
+        redis.call('PUBLISH', entry.k, handoff_message(waiter, listened, rec, id, state, n,
+                                                        redis.call('HGET', K_RECORDS, id)))
         return true
       end
     end
@@ -70,7 +102,10 @@ end
 local function join_queue(waiter, order, now, wait_us, filter_json, consumer_id, duration_us,
                           channel, lease_id)
   if order == '' then
-    redis.call('ZADD', K_WAITERS, 'NX', int_str(now), waiter)
+    order = int_str(now)
+    if redis.call('ZADD', K_WAITERS, 'NX', order, waiter) == 0 then  -- a re-sent join
+      order = redis.call('ZSCORE', K_WAITERS, waiter)
+    end
   else
     redis.call('ZADD', K_WAITERS, order, waiter)
   end
@@ -81,7 +116,7 @@ local function join_queue(waiter, order, now, wait_us, filter_json, consumer_id,
     redis.call('HSET', K_META, 'wq', '1')
     WQ = true
   end
-  return redis.call('ZSCORE', K_WAITERS, waiter)
+  return order
 end
 
 -- Pick up a lease handed to a waiter (record JSON `raw`, not released): its deadline moves

@@ -21,7 +21,7 @@
 -- ARGV[14] waiter id (UUID string) to join the pool's wait queue when nothing can be leased
 --   (see _wait.lua), or '' (or absent) not to wait. A waiter sends this again to look: a
 --   lease handed to it (ARGV[7]) is then picked up (extended to its full duration) and
---   answered 'exists'; a lease it gets leaves the queue
+--   answered 'exists'; a lease it gets from the walk takes it out of the queue
 -- ARGV[15] how long the waiter waits, in microseconds (integer > 0; with a waiter id)
 -- ARGV[16] the channel its hand-off is published on (keys.py handoff_channel)
 -- ARGV[17] its place in the queue: a score it had before, or '' to join now
@@ -56,25 +56,29 @@ local function leased(code, rec, proxy_id, state, count, record)
   return answer(code, name, with_counters, {sched and 1 or 0, rec, proxy_id, state, count, record})
 end
 
-local existing = redis.call('HGET', K_LEASES, lease_id)
-if existing then
-  if waiter ~= '' then
-    leave_queue(waiter)
-    if not string.find(existing, '"released"', 1, true) then
-      existing = pick_up(lease_id, existing, now_us(), duration_us)  -- handed to the waiter
-    end
+local function made(existing)
+  if waiter ~= '' and not string.find(existing, '"released"', 1, true) then
+    existing = pick_up(lease_id, existing, now_us(), duration_us)  -- handed to the waiter
   end
   local id = string.match(existing, '"proxy":%s*"([^"]+)"')
   return leased('exists', existing, id, redis.call('HGET', K_STATE, id),
                 tonumber(redis.call('HGET', K_COUNTS, id)) or 0, redis.call('HGET', K_RECORDS, id))
 end
 
+local existing = redis.call('HGET', K_LEASES, lease_id)
+if existing then
+  return made(existing)
+end
+
 local now = now_us()
 if not with_schedule and (sched == nil or sched > now + duration_us) then
   return answer('schedule', name, false)
 end
-if reclaim_batch > 0 then
-  reclaim_due(now, retention_us, reclaim_batch)
+if reclaim_batch > 0 and reclaim_due(now, retention_us, reclaim_batch) > 0 and waiter ~= '' then
+  existing = redis.call('HGET', K_LEASES, lease_id)  -- a reclaimed slot handed to this waiter
+  if existing then
+    return made(existing)
+  end
 end
 local set = SELECTOR_SETS[selector]
 if not ensure_set(set) then
@@ -93,7 +97,7 @@ if items[2] == 1 then
   if selector == 'round_robin' then
     redis.call('SET', K_CURSOR, id)
   end
-  if waiter ~= '' then
+  if waiter ~= '' and ARGV[17] ~= '' then  -- it was queued: it leaves
     leave_queue(waiter)
   end
   return leased('ok', rec, id, state, count, record)

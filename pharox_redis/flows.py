@@ -83,7 +83,10 @@ class Subscribe(NamedTuple):
 
 
 class Listen(NamedTuple):
-    """Wait at most ``seconds`` for ``waiter``'s hand-off on ``subscription``: True if it came."""
+    """Wait at most ``seconds`` for ``waiter``'s hand-off on ``subscription``.
+
+    The flow is sent the hand-off message, or None when none came.
+    """
 
     subscription: Any
     waiter: str

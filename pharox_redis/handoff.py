@@ -1,13 +1,14 @@
 """The pub/sub side of ``acquire(..., wait=)``: where a waiter hears its hand-off.
 
-A script that hands a freed slot to a waiter publishes the waiter's id on the waiter's
-channel (``lua/_wait.lua``). Each :class:`Subscription` is one pub/sub connection subscribed to
-a channel of its own (:meth:`~pharox_redis.keys.KeySchema.handoff_channel`); a manager keeps
-the idle ones and lends one to each wait in progress, so a wait costs no ``SUBSCRIBE``
-after the first. Messages meant for an earlier wait are skipped by waiter id.
+A script that hands a freed slot to a waiter publishes the lease, and what the waiter needs
+to use it, on the waiter's channel (``lua/_wait.lua``). Each :class:`Subscription` is one
+pub/sub connection subscribed to a channel of its own
+(:meth:`~pharox_redis.keys.KeySchema.handoff_channel`); a manager keeps the idle ones and
+lends one to each wait in progress, so a wait costs no ``SUBSCRIBE`` after the first.
+Messages meant for an earlier wait are skipped by waiter id.
 
-The message only wakes the waiter early: the lease is in Redis and the waiter picks it up
-with a script (its acquire sent again), which it also runs when no message came in time. A lost
+The lease is in Redis before the message is sent: when no message comes in time the waiter
+looks (its acquire sent again), and picks up a lease handed meanwhile. A lost
 message (a dropped connection) therefore costs latency, never a lease. The connection is
 the client's (one server, the Sentinel master, a Redis Cluster node: a cluster's publish
 reaches every node), never the storage's held connection for script calls.
@@ -20,22 +21,21 @@ import threading
 import time
 from typing import Any, Optional
 
-from redis.exceptions import RedisError
-
 from . import codec
 from .errors import RedisStorageError
 from .keys import KeySchema
 
+_closing: set[asyncio.Task[None]] = set()  # abandoned subscriptions being closed
 SUBSCRIBE_SECONDS = 5.0  # longest a new subscription waits for Redis to confirm it
 _IDLE_LIMIT = 64  # idle subscriptions a manager keeps
 
 
-def _is_handoff(message: Any, waiter: bytes) -> bool:
-    return (
-        isinstance(message, dict)
-        and message.get("type") in ("message", b"message")
-        and codec_bytes(message.get("data")) == waiter
-    )
+def _handoff(message: Any, waiter: bytes) -> Optional[bytes]:
+    """Return a message's payload when it is a hand-off to ``waiter`` (its first netstring)."""
+    if not isinstance(message, dict) or message.get("type") not in ("message", b"message"):
+        return None
+    data = codec_bytes(message.get("data"))
+    return data if data.startswith(b"%d:%s" % (len(waiter), waiter)) else None
 
 
 def codec_bytes(value: Any) -> bytes:
@@ -74,14 +74,14 @@ class Subscription:
         if self.pubsub is None:
             try:
                 self._open(SUBSCRIBE_SECONDS)
-            except (RedisError, RedisStorageError, OSError):
+            except Exception:
                 self.close()
 
-    def listen(self, waiter: str, seconds: float) -> bool:
-        """Wait at most ``seconds`` for a hand-off to ``waiter``; True when it came.
+    def listen(self, waiter: str, seconds: float) -> Optional[bytes]:
+        """Wait at most ``seconds`` for a hand-off to ``waiter``; return its message, or None.
 
-        A connection error ends the wait early (False): the caller looks in Redis itself.
-        A listen that had to subscribe again returns False at once, so the caller looks for
+        A connection error ends the wait early (None): the caller looks in Redis itself.
+        A listen that had to subscribe again returns None at once, so the caller looks for
         what was handed before the subscription stood.
         """
         end = time.monotonic() + seconds
@@ -89,21 +89,26 @@ class Subscription:
         try:
             if self.pubsub is None:
                 self._open(seconds)
-                return False
+                return None
             while (left := end - time.monotonic()) > 0:
                 assert self.pubsub is not None
-                if _is_handoff(self.pubsub.get_message(timeout=left), wanted):
-                    return True
-            return False
-        except (RedisError, RedisStorageError, OSError):
+                payload = _handoff(self.pubsub.get_message(timeout=left), wanted)
+                if payload is not None:
+                    return payload
+            return None
+        except Exception:  # a broken connection: the caller looks by itself (latency only)
             self.close()
-            return False
+            return None
 
     def close(self) -> None:
         """Close the connection (a later listen opens a new one)."""
         pubsub, self.pubsub = self.pubsub, None
         if pubsub is not None:
             _close(pubsub)
+
+    def abandon(self) -> None:
+        """Close it for good: a wait ended by an error may have left its waiter queued."""
+        self.close()
 
 
 def _close(pubsub: Any) -> None:
@@ -154,6 +159,9 @@ class AsyncSubscription:
         self.pubsub: Optional[Any] = None
 
     async def _open(self, seconds: float) -> None:
+        initialize = getattr(self.client, "initialize", None)  # an asyncio cluster's slots
+        if initialize is not None:
+            await initialize()
         pubsub = self.client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
@@ -172,11 +180,11 @@ class AsyncSubscription:
         if self.pubsub is None:
             try:
                 await asyncio.wait_for(self._open(SUBSCRIBE_SECONDS), SUBSCRIBE_SECONDS)
-            except (RedisError, RedisStorageError, OSError, asyncio.TimeoutError):
+            except Exception:
                 await self.close()
 
-    async def listen(self, waiter: str, seconds: float) -> bool:
-        """Wait at most ``seconds`` for a hand-off to ``waiter``; True when it came.
+    async def listen(self, waiter: str, seconds: float) -> Optional[bytes]:
+        """Wait at most ``seconds`` for a hand-off to ``waiter``; return its message, or None.
 
         As :meth:`Subscription.listen`.
         """
@@ -185,21 +193,38 @@ class AsyncSubscription:
         try:
             if self.pubsub is None:
                 await asyncio.wait_for(self._open(seconds), timeout=max(seconds, 0.001))
-                return False
+                return None
             while (left := end - time.monotonic()) > 0:
                 assert self.pubsub is not None
-                if _is_handoff(await self.pubsub.get_message(timeout=left), wanted):
-                    return True
-            return False
-        except (RedisError, RedisStorageError, OSError, asyncio.TimeoutError):
+                payload = _handoff(await self.pubsub.get_message(timeout=left), wanted)
+                if payload is not None:
+                    return payload
+            return None
+        except Exception:  # a broken connection: the caller looks by itself (latency only)
             await self.close()
-            return False
+            return None
 
     async def close(self) -> None:
         """Close the connection (a later listen opens a new one)."""
         pubsub, self.pubsub = self.pubsub, None
         if pubsub is not None:
             await _aclose(pubsub)
+
+    def abandon(self) -> None:
+        """Close it for good, without waiting (a wait ended by an error or a cancellation).
+
+        Its waiter may still be queued: once the connection is closed no hand-off counts it
+        as listening, so a lease handed to it gets only the pickup deadline.
+        """
+        pubsub, self.pubsub = self.pubsub, None
+        if pubsub is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(_aclose(pubsub))
+        except RuntimeError:  # no running loop (the loop is closing): nothing to close on
+            return
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
 
 async def _aclose(pubsub: Any) -> None:

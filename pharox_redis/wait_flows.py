@@ -5,17 +5,21 @@ operations it yields the steps ``Subscribe``, ``Listen`` and ``Unsubscribe`` (``
 which the managers perform with ``handoff.py`` (a pub/sub connection of their own, never the
 storage's held connection).
 
-1. A plain acquire: when a proxy is free this is all (one round trip, as without ``wait``).
-2. Subscribe to a hand-off channel (one per subscriber connection, reused by later waits).
-3. Acquire again, joining the pool's wait queue in the same script when nothing is free
-   (``lua/acquire.lua`` with a waiter: no slot can be freed unseen in between).
-4. Listen on the channel until the hand-off message, the pool's earliest lease deadline,
-   :data:`CHECK_SECONDS` or the wait's deadline, whichever comes first; then look: the same
-   acquire sent again, keeping the waiter's place, picks up a lease handed meanwhile,
-   reclaims expired leases on the way (their slots go to the oldest waiters, maybe this
-   one), leases a free proxy that fits, or stays queued. A lost message costs latency only.
-5. At the deadline, leave the queue (``lua/leave_queue.lua``); a lease handed in the
+1. Borrow a subscription to a hand-off channel (one per pub/sub connection, kept by the
+   manager for its later waits: after the first, this costs nothing).
+2. Acquire, joining the pool's wait queue in the same script when nothing is free
+   (``lua/acquire.lua`` with a waiter: no slot can be freed unseen in between). When a
+   proxy is free this is all: one round trip, as without ``wait``.
+3. Listen on the channel until the hand-off message, the pool's earliest lease deadline,
+   :data:`CHECK_SECONDS` or the wait's deadline, whichever comes first. The message brings
+   the lease (created by the script that freed the slot) and the proxy: no round trip.
+   Otherwise look: the same acquire sent again, keeping the waiter's place, picks up a
+   lease handed meanwhile, reclaims expired leases on the way (their slots go to the
+   oldest waiters, maybe this one), leases a free proxy that fits, or stays queued.
+4. At the deadline, leave the queue (``lua/leave_queue.lua``); a lease handed in the
    meantime is taken, never lost.
+5. Give the subscription back; after any error it is closed instead, so that no hand-off
+   counts a waiter that is gone as listening (see ``lua/_wait.lua``).
 
 A Python predicate cannot run in Lua: a hand-off matches the filters' Lua part, then the
 waiter tests the predicate; a proxy it declines is released (which hands it on to the next
@@ -80,19 +84,13 @@ def acquire_waiting(
     """
     deadline = time.monotonic() + wait
     started_at = now_utc() if policy.on_acquire else None
-    sent_at = time.monotonic()
-    first: Acquired = yield from _attempt(policy, asked, deadline)
-    if first.lease is not None and first.proxy is not None:
-        leased: Optional[LeasedProxy] = LeasedProxy(
-            first.lease, first.proxy, local_deadline(sent_at, asked.duration_seconds)
-        )
-        got = first
-    else:
-        subscription = yield Subscribe()
-        try:
-            leased, got = yield from _queue(policy, asked, deadline, subscription)
-        finally:
-            yield Unsubscribe(subscription)
+    subscription = yield Subscribe()
+    try:
+        leased, got = yield from _queue(policy, asked, deadline, subscription)
+    except BaseException:
+        subscription.abandon()  # possibly still queued: nobody may seem to listen for it
+        raise
+    yield Unsubscribe(subscription)
     if started_at is not None:
         yield Notify(policy.on_acquire, acquire_payload(asked, got, started_at))
     return leased
@@ -173,11 +171,26 @@ def _queue(
             continue
         queued, order = got.queued, got.queued.order
         left = deadline - time.monotonic()
-        if left > 0:
-            span = min(left, CHECK_SECONDS)
-            if queued.until_us is not None:
-                span = min(span, max(0.0, queued.until_us / 1e6 + NEXT_DEADLINE_MARGIN))
-            yield Listen(subscription, str(waiter_id), span)
+        if left <= 0:
+            continue
+        span = min(left, CHECK_SECONDS)
+        if queued.until_us is not None:
+            span = min(span, max(0.0, queued.until_us / 1e6 + NEXT_DEADLINE_MARGIN))
+        message = yield Listen(subscription, str(waiter_id), span)
+        handed = None
+        if message is not None:
+            handed = waiting.handed(policy.context, asked, queued.pool_id, message)
+        if handed is None:
+            continue  # look: pick up, lease, or stay queued
+        lease, proxy = handed.lease, handed.proxy
+        if lease is None or proxy is None:
+            continue
+        if asked.filters is None or asked.filters.matches(proxy):
+            # The lease was made after the look sent at ``sent_at`` ran: its local deadline
+            # counts from then (early, the safe side).
+            return _held(handed, asked, sent_at), handed
+        yield from retried(policy, partial(leases.release, policy.context, lease))
+        asked = asked._replace(lease_id=codec.new_id())
 
 
 def _leave(
