@@ -18,13 +18,20 @@
 -- A waiter that died must not strand the proxy. Whether someone listens on its channel is
 -- known (PUBSUB NUMSUB, on this node): when someone does, the lease runs its full duration;
 -- when nobody does (the waiter died, its connection dropped, or on a Redis Cluster it
--- listens on another node), the lease gets a deadline only PICKUP_US ahead (at most its
--- duration) and the message says so: the waiter, if alive, picks it up (acquire.lua sent
+-- listens on another node), the lease gets a deadline only the waiter's pickup time ahead
+-- (`p`, at most its duration) and the message says so: the waiter, if alive, picks it up (acquire.lua sent
 -- again, or leave_queue.lua), which extends it to its full duration; otherwise it expires
 -- and its reclaim (by any acquire, or the other waiters' looks) hands the slot on. A
 -- channel is not a key: KEYS stay the pool's keys.
+--
+-- Cleanup must visit the pool by a handed lease's deadline, and a hand-off cannot reach the
+-- cleanup index (another slot). A waiter joins and looks only while the index covers
+-- min(p, d) from then (acquire.lua, with schedule.lua pipelined when it does not), and a
+-- handed lease never expires before the pool's 'sched' (where the index entry is at the
+-- latest): so the entry always covers it. A cleanup visit (reclaim.lua) puts the entry back
+-- no later than queue_horizon() while waiters wait, so a lease handed to a dead waiter
+-- comes back within about its pickup time.
 local WAIT_SCAN = 16  -- oldest waiters one hand-off examines
-local PICKUP_US = 5000000  -- how long a handed lease waits for its waiter to pick it up
 
 local function leave_queue(waiter)
   redis.call('ZREM', K_WAITERS, waiter)
@@ -80,7 +87,10 @@ hand_off = function(id, freeing, now)
         local duration = tonumber(entry.d)
         local listened = redis.call('PUBSUB', 'NUMSUB', entry.k)[2] > 0
         if not listened then
-          duration = math.min(PICKUP_US, duration)
+          duration = math.min(tonumber(entry.p), duration)
+        end
+        if SCHED ~= nil and SCHED > now + duration then  -- no earlier than the cleanup entry
+          duration = SCHED - now
         end
         local rec = lease_record(id, entry.c, now, duration)
         if freeing then  -- the freed slot is the one handed: count and sets stay as they are
@@ -100,7 +110,7 @@ end
 -- Put a waiter in the queue at `order` (server us; '' for now, keeping an earlier place if
 -- it has one) until `now + wait_us`.
 local function join_queue(waiter, order, now, wait_us, filter_json, consumer_id, duration_us,
-                          channel, lease_id)
+                          channel, lease_id, pickup_us)
   if order == '' then
     order = int_str(now)
     if redis.call('ZADD', K_WAITERS, 'NX', order, waiter) == 0 then  -- a re-sent join
@@ -111,12 +121,29 @@ local function join_queue(waiter, order, now, wait_us, filter_json, consumer_id,
   end
   redis.call('HSET', K_WAITING, waiter, cjson.encode({
     f = filter_json, c = consumer_id, d = int_str(duration_us), x = int_str(now + wait_us),
-    k = channel, l = lease_id}))
+    k = channel, l = lease_id, p = int_str(pickup_us)}))
   if not WQ then
     redis.call('HSET', K_META, 'wq', '1')
     WQ = true
   end
   return order
+end
+
+-- The earliest time a lease handed to one of the oldest waiters may expire (now plus the
+-- least of their pickup times and durations), or nil when the queue is empty.
+local function queue_horizon(now)
+  local soonest = nil
+  for _, waiter in ipairs(redis.call('ZRANGE', K_WAITERS, 0, WAIT_SCAN - 1)) do
+    local raw = redis.call('HGET', K_WAITING, waiter)
+    if raw then
+      local entry = cjson.decode(raw)
+      local due = now + math.min(tonumber(entry.p), tonumber(entry.d))
+      if soonest == nil or due < soonest then
+        soonest = due
+      end
+    end
+  end
+  return soonest
 end
 
 -- Pick up a lease handed to a waiter (record JSON `raw`, not released): its deadline moves

@@ -25,6 +25,10 @@
 -- ARGV[15] how long the waiter waits, in microseconds (integer > 0; with a waiter id)
 -- ARGV[16] the channel its hand-off is published on (keys.py handoff_channel)
 -- ARGV[17] its place in the queue: a score it had before, or '' to join now
+-- ARGV[18] how long a lease handed to it while it is not seen listening waits to be picked
+--   up, in microseconds (integer > 0; see _wait.lua). A waiter's lease may then be handed
+--   with a deadline min(ARGV[18], ARGV[9]) ahead, so that is what the pool's cleanup entry
+--   must cover (ARGV[12]) for an acquire with a waiter
 -- Returns (see _pool.lua) {code, name, counters, covered, ...}: covered is 1 when a later
 --   lease of the same duration needs no schedule.lua call; then by code:
 --   'ok' | 'exists': lease JSON, proxy id, state JSON, lease count, record (state and
@@ -34,7 +38,8 @@
 --   'queued' (with a waiter id, when the order is exhausted): next offset (-1), the waiter's
 --     place (its score), the microseconds until the pool's earliest lease deadline ('' for
 --     none), then the candidate items as for 'scan' (undecided ones the caller may still take)
---   or {'schedule', name, false}: nothing was done; send again with schedule.lua pipelined
+--   or {'schedule', name, false}: nothing was leased or queued (expired leases may have been
+--   reclaimed); send again with schedule.lua pipelined
 --   or {'build', name, false}: the selector's set is being built (one bounded step per
 --     call, see ensure_set in _pool.lua); nothing was leased: send again
 --   | 'nopool' | 'stale'
@@ -44,6 +49,10 @@ local lease_id, consumer_id, duration_us = ARGV[7], ARGV[8], tonumber(ARGV[9])
 local retention_us, reclaim_batch = tonumber(ARGV[10]), tonumber(ARGV[11])
 local with_schedule, with_counters = ARGV[12] == '1', ARGV[13] == '1'
 local waiter = ARGV[14] or ''
+local cover_us = duration_us  -- how soon a lease made by (or for) this caller may expire
+if waiter ~= '' then
+  cover_us = math.min(tonumber(ARGV[18]), duration_us)
+end
 
 local name, refused = pool_named(expected_name)
 if not name then
@@ -92,7 +101,7 @@ if items[2] == 1 then
   local id, state, record = items[1], items[3], items[5]
   local rec, count = start_lease(id, state, lease_id, consumer_id, now, duration_us)
   if with_schedule then
-    sched = note_scheduled(now + duration_us, sched)
+    sched = note_scheduled(now + cover_us, sched)
   end
   if selector == 'round_robin' then
     redis.call('SET', K_CURSOR, id)
@@ -104,8 +113,14 @@ if items[2] == 1 then
 end
 local out
 if waiter ~= '' and next_offset == -1 then
+  if not with_schedule and sched > now + cover_us then  -- see ARGV[18]; nothing was leased
+    return answer('schedule', name, false)
+  end
   local order = join_queue(waiter, ARGV[17], now, tonumber(ARGV[15]), filter_json, consumer_id,
-                           duration_us, ARGV[16], lease_id)
+                           duration_us, ARGV[16], lease_id, tonumber(ARGV[18]))
+  if with_schedule then  -- a lease handed to it is covered (see hand_off in _wait.lua)
+    sched = note_scheduled(now + cover_us, sched)
+  end
   local next_at = next_deadline(64)
   out = answer('queued', name, with_counters, {sched and 1 or 0, next_offset, order,
                                                next_at and int_str(next_at - now) or ''})

@@ -30,6 +30,9 @@ from .selection import MAX_UNDECIDED, SCAN_BUDGET, matching
 from .validation import check_text, lease_duration_us
 
 ACQUIRE_RECLAIM = 16  # expired leases of its pool one acquire reclaims on the way
+# How long a lease handed to a waiter nobody is seen listening for (it died, its connection
+# dropped, or it listens on another cluster node) waits to be picked up (lua/_wait.lua).
+PICKUP_SECONDS = 5.0
 LEASE_CANDIDATES = 8  # predicate-approved proxies one compare-and-lease call may try
 
 
@@ -54,6 +57,7 @@ class Waiter(NamedTuple):
     channel: str
     wait_us: int
     order: Any = ""
+    pickup_us: int = round(PICKUP_SECONDS * 1_000_000)
 
 
 class Queued(NamedTuple):
@@ -129,8 +133,10 @@ def _acquire_in(
     """Acquire in a pool, walking its selector order from ``offset`` (rotate goes on there)."""
     pk = ctx.keys.pool(pool_id)
     joining: tuple[Any, ...] = ()
+    cover_us = duration_us  # what the cleanup entry must cover: see ARGV[18] of acquire.lua
     if waiter is not None:
-        joining = (str(waiter.id), waiter.wait_us, waiter.channel, waiter.order)
+        joining = (str(waiter.id), waiter.wait_us, waiter.channel, waiter.order, waiter.pickup_us)
+        cover_us = min(duration_us, waiter.pickup_us)
     while True:
         schedule = pool_id not in ctx.covered
         args = (
@@ -149,9 +155,7 @@ def _acquire_in(
             "1" if with_counters else "0",
             *joining,
         )
-        raw = yield lease_batch(
-            ctx, ScriptCall("acquire", pk, args), pool_id, duration_us, schedule
-        )
+        raw = yield lease_batch(ctx, ScriptCall("acquire", pk, args), pool_id, cover_us, schedule)
         reply = replies.acquire_reply(raw[0])
         if reply.code in ("nopool", "stale"):
             if reply.code == "nopool" and schedule:  # no lease was made: drop the hint

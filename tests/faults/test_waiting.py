@@ -10,6 +10,7 @@ wakes the waiters with a lease, None or an error by their deadline, never later.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -18,9 +19,17 @@ from collections import Counter
 from typing import Any, Optional
 
 import pytest
-from pharox import PoolNotFoundError
+from pharox import LeaseStatus, PoolNotFoundError
 
-from pharox_redis import LeasedProxy, RedisProxyManager, RedisStorage, RedisStorageError
+from pharox_redis import (
+    AsyncRedisProxyManager,
+    AsyncRedisStorage,
+    LeasedProxy,
+    RedisProxyManager,
+    RedisStorage,
+    RedisStorageError,
+)
+from pharox_redis.operations.acquire import PICKUP_SECONDS
 from pharox_redis.server import RedisServer
 from pharox_redis.wait_flows import CHECK_SECONDS
 
@@ -36,7 +45,6 @@ PROXIES = 4
 FLEET_SECONDS = 3.0
 WAIT = 5.0
 HOLD = 0.02
-PICKUP_SECONDS = 5.0  # PICKUP_US of lua/_wait.lua
 
 
 def queue_length(storage: RedisStorage, pool_id: Any) -> int:
@@ -244,3 +252,35 @@ def test_a_restart_that_lost_the_pool_fails_the_waiters_at_once(
         error, took = outcome
         assert isinstance(error, PoolNotFoundError), error
         assert took < CHECK_SECONDS + 1.5  # at its next look, not at its deadline
+
+
+def test_a_cancelled_async_waiter_gets_only_a_pickup_deadline(opened: list[RedisStorage]) -> None:
+    """An asyncio wait cancelled (``wait_for``) closes its pub/sub connection at once.
+
+    Its queue entry stays until its deadline, so the next release hands it the proxy, but
+    nobody listens any more: the lease runs only to the pickup deadline, then comes back.
+    """
+    with RedisServer() as server:
+        storage = connect(server.url, opened, prefix="cancelw")
+        pool = seed_pool(storage, 1, max_concurrency=1)
+        holder = RedisProxyManager(storage)
+        held = holder.acquire(pool.name, "holder", 60)
+        assert held is not None
+
+        async def cancelled() -> list[Any]:
+            async_storage = AsyncRedisStorage.from_url(server.url, prefix="cancelw")
+            manager = AsyncRedisProxyManager(async_storage)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(manager.acquire(pool.name, "gone", 60, wait=30), 0.5)
+            await asyncio.sleep(0.2)  # the abandoned connection's close runs
+            channels = await async_storage.client.pubsub_channels("cancelw:handoff:*")
+            await async_storage.aclose()
+            return list(channels)
+
+        assert asyncio.run(cancelled()) == []
+        assert queue_length(storage, pool.id) == 1  # still queued: it never left
+        holder.release_proxy(held)
+        (handed,) = [x for x in storage.list_leases() if x.status is LeaseStatus.ACTIVE]
+        assert (handed.expires_at - handed.acquired_at).total_seconds() <= PICKUP_SECONDS
+        assert queue_length(storage, pool.id) == 0
+        assert storage.audit().drift == ()
