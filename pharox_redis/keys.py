@@ -21,9 +21,10 @@ class PoolKeys(NamedTuple):
     each field (``K_META``, ``K_STATE``, ...), so Python and Lua cannot disagree on the order.
 
     * ``meta`` hash: name, description, ``active`` (how many proxies are ACTIVE), ``sched``
-      (where the pool's cleanup entry is at the latest), and for each availability set
+      (where the pool's cleanup entry is at the latest), for each availability set
       ``set:<set>`` ('r' when ready, an HSCAN cursor while it is built, absent when it is
-      not kept) and ``used:<set>`` (when a selector last used it, server seconds).
+      not kept) and ``used:<set>`` (when a selector last used it, server seconds), and
+      ``wq`` ('1' while the wait queue may hold waiters).
     * ``state`` hash: proxy id -> JSON of every field Lua reads (``codec.ProxyState``).
     * ``counts`` hash: proxy id -> current lease count (absent when 0).
     * ``records`` hash: proxy id -> msgpack of host, port, protocol, credentials.
@@ -42,7 +43,8 @@ class PoolKeys(NamedTuple):
       keeps its score). See ``lua/_wait.lua``.
     * ``waiting`` hash: waiter id -> JSON {f: filter JSON (``filters.py``), c: consumer id,
       d: lease duration us, x: wait deadline us (server clock), k: the channel its hand-off
-      is published on (:meth:`KeySchema.handoff_channel`), l: the lease id to create}.
+      is published on (:meth:`KeySchema.handoff_channel`), l: the lease id to create, p:
+      its pickup time us}.
     """
 
     meta: str
