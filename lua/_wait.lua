@@ -19,10 +19,10 @@
 -- known (PUBSUB NUMSUB, on this node): when someone does, the lease runs its full duration;
 -- when nobody does (the waiter died, its connection dropped, or on a Redis Cluster it
 -- listens on another node), the lease gets a deadline only the waiter's pickup time ahead
--- (`p`, at most its duration) and the message says so: the waiter, if alive, picks it up (acquire.lua sent
--- again, or leave_queue.lua), which extends it to its full duration; otherwise it expires
--- and its reclaim (by any acquire, or the other waiters' looks) hands the slot on. A
--- channel is not a key: KEYS stay the pool's keys.
+-- (`p`, at most its duration) and the message says so: the waiter, if alive, picks it up
+-- (acquire.lua sent again, or leave_queue.lua), which extends it to its full duration;
+-- otherwise it expires and its reclaim (by any acquire, or the other waiters' looks) hands
+-- the slot on. A channel is not a key: KEYS stay the pool's keys.
 --
 -- Cleanup must visit the pool by a handed lease's deadline, and a hand-off cannot reach the
 -- cleanup index (another slot). A waiter joins and looks only while the index covers
