@@ -38,12 +38,13 @@ local function leave_queue(waiter)
   redis.call('HDEL', K_WAITING, waiter)
 end
 
--- A hand-off message: netstrings ("<length>:<bytes>") of the waiter id, '1' when the lease
--- runs its full duration ('0': pick it up), the lease record, the proxy id, its state JSON,
--- its lease count and its record. pharox_redis/operations/waiting.py reads it.
-local function handoff_message(waiter, full, rec, id, state, count, record)
+-- A hand-off message: netstrings ("<length>:<bytes>") of the waiter id, the lease id, '1'
+-- when the lease runs its full duration ('0': pick it up), the lease record, the proxy id,
+-- its state JSON, its lease count and its record. pharox_redis/operations/waiting.py reads it.
+local function handoff_message(waiter, lease_id, full, rec, id, state, count, record)
   local out = {}
-  for _, field in ipairs({waiter, full and '1' or '0', rec, id, state, tostring(count), record}) do
+  local fields = {waiter, lease_id, full and '1' or '0', rec, id, state, tostring(count), record}
+  for _, field in ipairs(fields) do
     out[#out + 1] = #field .. ':' .. field
   end
   return table.concat(out)
@@ -98,8 +99,8 @@ hand_off = function(id, freeing, now)
         else
           rec, n = start_lease(id, state, entry.l, entry.c, now, duration)
         end
-        redis.call('PUBLISH', entry.k, handoff_message(waiter, listened, rec, id, state, n,
-                                                        redis.call('HGET', K_RECORDS, id)))
+        redis.call('PUBLISH', entry.k, handoff_message(waiter, entry.l, listened, rec, id, state,
+                                                        n, redis.call('HGET', K_RECORDS, id)))
         return true
       end
     end

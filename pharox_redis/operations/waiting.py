@@ -62,9 +62,9 @@ def handed(
     deadline, or any lease when new leases must reach replicas first (``wait_replicas``),
     is picked up by the caller's next look instead. No round trip here.
     """
-    _, full, rec, proxy_id, state, count, record = netstrings(message)
-    if full != b"1" or ctx.wait_replicas:
-        return None
+    _, lease_id, full, rec, proxy_id, state, count, record = netstrings(message)
+    if full != b"1" or ctx.wait_replicas or lease_id != str(request.lease_id).encode():
+        return None  # to pick up, or meant for a lease this waiter gave back since
     lease = codec.decode_lease(request.lease_id, rec, pool_id, request.pool_name)
     if lease.status is not LeaseStatus.ACTIVE:
         return None

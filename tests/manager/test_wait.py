@@ -19,10 +19,12 @@ import pytest
 from pharox import Lease, PoolNotFoundError, ProxyFilters, ProxyStatus, RetryConfig
 
 from pharox_redis import RedisProxyManager, RedisStorage, codec, flows
+from pharox_redis.keys import KeySchema
 from pharox_redis.operations import acquire as acquiring
 from pharox_redis.operations import waiting
 from pharox_redis.operations.acquire import Queued, Waiter
 from pharox_redis.operations.batch import Command, Op, one
+from pharox_redis.operations.context import Context
 
 from ..helpers import Recorder
 from ..helpers.managers import AsyncManager, run_op, seed
@@ -245,3 +247,18 @@ def test_a_waiter_that_never_looks_again_strands_nothing(
     assert leased is not None
     assert queue_length(manager, pool.id) == 0
     assert other.audit(pool.name).drift == ()
+
+
+def test_a_hand_off_message_is_taken_only_for_the_lease_asked_and_when_full() -> None:
+    """A message for a lease the waiter gave back since, or one to pick up, brings nothing."""
+    ctx = Context(KeySchema("msg"), 60, 10)
+    asked = flows.request("pool", "w", 60, None, None)
+
+    def message(lease_id: Any, full: bytes) -> bytes:
+        fields = [b"waiter", str(lease_id).encode(), full, b"{}", b"id", b"{}", b"1", b""]
+        return b"".join(b"%d:%s" % (len(f), f) for f in fields)
+
+    assert waiting.netstrings(message(asked.lease_id, b"1"))[1] == str(asked.lease_id).encode()
+    pool_id = codec.new_id()
+    assert waiting.handed(ctx, asked, pool_id, message(codec.new_id(), b"1")) is None
+    assert waiting.handed(ctx, asked, pool_id, message(asked.lease_id, b"0")) is None
