@@ -101,7 +101,7 @@ class AsyncRedisProxyManager:
                     result = await step.subscription.listen(step.waiter, step.seconds)
                 elif isinstance(step, flows.Subscribe):
                     result = self._subscriptions.borrow()
-                    await result.ensure()
+                    await result.ensure(step.seconds)
                 elif isinstance(step, flows.Unsubscribe):
                     await self._subscriptions.give_back(step.subscription)
                 else:

@@ -79,7 +79,12 @@ class Notify(NamedTuple):
 
 
 class Subscribe(NamedTuple):
-    """Borrow a subscription to a hand-off channel; the flow is sent it (``.channel``)."""
+    """Borrow a subscription to a hand-off channel; the flow is sent it (``.channel``).
+
+    One not subscribed yet subscribes, waiting at most ``seconds`` for Redis to confirm.
+    """
+
+    seconds: float
 
 
 class Listen(NamedTuple):

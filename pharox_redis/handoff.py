@@ -69,11 +69,14 @@ class Subscription:
             _close(pubsub)
             raise
 
-    def ensure(self) -> None:
-        """Subscribe now if not subscribed (before joining a queue); errors are left to listen."""
+    def ensure(self, seconds: float) -> None:
+        """Subscribe now if not subscribed (before joining a queue), waiting ``seconds`` at most.
+
+        Errors are left to :meth:`listen` (it subscribes again).
+        """
         if self.pubsub is None:
             try:
-                self._open(SUBSCRIBE_SECONDS)
+                self._open(seconds)
             except Exception:
                 self.close()
 
@@ -175,11 +178,12 @@ class AsyncSubscription:
             await _aclose(pubsub)
             raise
 
-    async def ensure(self) -> None:
-        """Subscribe now if not subscribed (before joining a queue); errors are left to listen."""
+    async def ensure(self, seconds: float) -> None:
+        """Subscribe now if not subscribed, waiting ``seconds`` at most (as the sync one)."""
         if self.pubsub is None:
             try:
-                await asyncio.wait_for(self._open(SUBSCRIBE_SECONDS), SUBSCRIBE_SECONDS)
+                bound = max(0.001, min(seconds, SUBSCRIBE_SECONDS))
+                await asyncio.wait_for(self._open(bound), bound)
             except Exception:
                 await self.close()
 

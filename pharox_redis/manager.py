@@ -81,7 +81,7 @@ class RedisProxyManager(ProxyManager):
                     result = step.subscription.listen(step.waiter, step.seconds)
                 elif isinstance(step, flows.Subscribe):
                     result = self._subscriptions.borrow()
-                    result.ensure()
+                    result.ensure(step.seconds)
                 elif isinstance(step, flows.Unsubscribe):
                     self._subscriptions.give_back(step.subscription)
                 else:

@@ -84,7 +84,7 @@ def acquire_waiting(
     """
     deadline = time.monotonic() + wait
     started_at = now_utc() if policy.on_acquire else None
-    subscription = yield Subscribe()
+    subscription = yield Subscribe(wait)
     try:
         leased, got = yield from _queue(policy, asked, deadline, subscription)
     except BaseException:
