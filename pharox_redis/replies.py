@@ -74,7 +74,11 @@ class AcquireReply(NamedTuple):
     next_offset:
         Where a ``scan`` continues (-1 when the order is exhausted).
     found:
-        The candidates of a ``scan``.
+        The candidates of a ``scan`` (or ``queued``).
+    order:
+        ``queued``: the waiter's place in the pool's wait queue (its score).
+    until_us:
+        ``queued``: microseconds until the pool's earliest lease deadline (None: no lease).
 
     """
 
@@ -86,6 +90,8 @@ class AcquireReply(NamedTuple):
     leased: Optional[Candidate] = None
     next_offset: int = -1
     found: Sequence[Candidate] = ()
+    order: Any = None
+    until_us: Optional[int] = None
 
 
 def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
@@ -100,6 +106,11 @@ def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
         )
     if code == "scan":
         return AcquireReply(*head, f[0] == 1, next_offset=int(f[1]), found=candidates(f[2:]))
+    if code == "queued":  # acquire.lua with a waiter, and wait.lua
+        until = None if f[3] in (b"", "") else int(f[3])
+        return AcquireReply(
+            *head, f[0] == 1, next_offset=-1, found=candidates(f[4:]), order=f[2], until_us=until
+        )
     return AcquireReply(*head)
 
 
@@ -301,7 +312,11 @@ class ManyReply(NamedTuple):
     leases:
         Each lease made as (lease record, the leased proxy as a candidate).
     found:
-        The candidates of a ``scan``.
+        The candidates of a ``scan`` (or ``queued``).
+    order:
+        ``queued``: the waiter's place in the pool's wait queue (its score).
+    until_us:
+        ``queued``: microseconds until the pool's earliest lease deadline (None: no lease).
 
     """
 

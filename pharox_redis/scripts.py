@@ -2,11 +2,11 @@
 
 Every script starts with ``lua/_common.lua`` (clock and integer helpers). A pool script then
 gets one line binding the pool's keys to locals named after :class:`~pharox_redis.keys.PoolKeys`
-(their one definition), ``lua/_pool.lua``, ``lua/_outcome.lua`` (outcomes and cool-downs), and
-for those that walk a selector's order
-(``find``, ``acquire``, ``rotate`` and ``acquire_many``) ``lua/_select.lua``, before its own
-body. Sources are read once per process; each executor registers them with its own client,
-so no script state lives in a class or a module global.
+(their one definition), ``lua/_pool.lua``, ``lua/_outcome.lua`` (outcomes and cool-downs),
+``lua/_select.lua`` (selector walks and filters) and ``lua/_wait.lua`` (the wait queue: any
+pool script may free a slot, and its hand-off checks the waiter's filter and target), before
+its own body. Sources are read once per process; each executor registers them with its own
+client, so no script state lives in a class or a module global.
 
 All of them also make one function library (:func:`library`, ``FUNCTION LOAD`` then
 ``FCALL``, Redis 7+ and Valkey): the prelude once, then each script's body as a function.
@@ -32,6 +32,7 @@ SELECT_SCRIPTS = ("find", "acquire", "rotate", "acquire_many")
 POOL_SCRIPTS = (
     *SELECT_SCRIPTS,
     "lease",
+    "leave_queue",
     "release",
     "release_many",
     "reclaim",
@@ -132,8 +133,7 @@ def sources() -> dict[str, ScriptSource]:
         pieces = [_read("_common")]
         if name in POOL_SCRIPTS:
             pieces += [(KEY_BINDING, key_binding()), _read("_pool"), _read("_outcome")]
-        if name in SELECT_SCRIPTS:
-            pieces.append(_read("_select"))
+            pieces += [_read("_select"), _read("_wait")]
         pieces.append(_read(name))
         out[name] = _joined(name, pieces)
     return out

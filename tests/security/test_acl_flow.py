@@ -15,6 +15,7 @@ run it too: each storage is refused once, falls back to ``EVALSHA`` and goes on.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -138,6 +139,16 @@ def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
         with manager.with_proxy("acl", "worker", 3, keep_alive=True) as kept:
             assert kept is not None
         assert storage.get_pool_stats("acl") is not None
+
+        # acquire(wait=): SUBSCRIBE, then the release's hand-off (PUBSUB NUMSUB, PUBLISH)
+        full = manager.acquire_many("acl", 8, "worker", 30, distinct=False)
+        assert len(full) == 8  # every slot of the pool is taken
+        timer = threading.Timer(0.2, lambda: manager.release_proxy(full[0]))
+        timer.start()
+        waited = RedisProxyManager(storage).acquire("acl", "waiter", 30, wait=10)
+        timer.join()
+        assert waited is not None and waited.proxy.id == full[0].proxy.id
+        manager.release_many([*full[1:], waited])
 
         # pharox's stock ProxyManager on the same storage
         stock = ProxyManager(storage)
