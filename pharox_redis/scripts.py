@@ -173,7 +173,8 @@ class Library:
 def library() -> Library:
     """Return every script as one function library.
 
-    The shared prelude (``_common.lua``, ``_pool.lua``, ``_select.lua``) is defined once,
+    The shared prelude (``_common.lua``, ``_pool.lua``, ``_outcome.lua``, ``_select.lua``,
+    ``_wait.lua``) is defined once,
     when the library is loaded, instead of on every call as with ``EVALSHA``. The pool keys
     ``K_<FIELD>`` are locals of the library that a pool script's function sets from its
     KEYS before its body runs (Redis runs one function at a time), so the prelude's
