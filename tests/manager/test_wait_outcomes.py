@@ -200,3 +200,21 @@ def test_a_proxy_back_from_a_cool_down_is_handed_to_the_oldest_waiter(
     assert reporter.audit(pool.name).drift == ()
     reporter.release_lease(left.lease)
     assert outcome_stats(reporter, pool.name).stats.available_proxies == 1
+
+
+def test_a_waiter_for_a_target_gets_the_proxy_when_its_block_ends(
+    manager: Manager, make_storage: Callable[..., RedisStorage]
+) -> None:
+    """The only proxy is free but blocked for the waiter's target: it looks at the block's end."""
+    reporter = make_storage(outcomes=OutcomePolicy(block_seconds=COOL_SECONDS))
+    pool, _ = seed(manager, 1, max_concurrency=1)
+    (banned,) = holding(reporter, pool.name, 1)
+    started = time.monotonic()
+    RedisProxyManager(reporter).release_proxy(banned, outcome=Outcome.blocked("d.example"))
+    assert outcome_stats(reporter, pool.name).stats.available_proxies == 1  # free, but not for d
+    leased = manager.acquire(pool.name, "t", 60, target="d.example", wait=10)
+    got_at = time.monotonic()
+    assert leased is not None and leased.proxy.id == banned.proxy.id
+    assert COOL_SECONDS <= got_at - started < COOL_SECONDS + LATE
+    assert queued(reporter, pool.id) == 0
+    assert reporter.audit(pool.name).drift == ()
