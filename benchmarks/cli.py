@@ -23,6 +23,7 @@ from .scaleout import run_scaleout
 from .settings import Settings, parse_settings
 from .stats import geometric_mean
 from .targets import IN_MEMORY, POSTGRES, REDIS_FAST, REDIS_STOCK, Verdict, evaluate
+from .waiting import run_waiting
 from .workers import run_workers
 
 
@@ -69,6 +70,10 @@ def run(settings: Settings) -> tuple[Results, dict[str, str]]:
         if settings.runs("http"):
             say("== HTTP: the leasing clients against bare urllib3 and httpx")
             results.http = run_http(settings, target, say)
+        if settings.runs("waiting"):
+            say("== 10. waiting for a proxy against polling")
+            results.waiting = run_waiting(settings, target, say)
+            results.notes += results.waiting.notes
     if settings.runs("scaleout"):
         say(f"== 7. scale-out: 1 and 3 cluster masters, {settings.processes} processes")
         results.scaleout = run_scaleout(settings, say)

@@ -27,6 +27,7 @@ from .targets import (
     T6_VS_IN_MEMORY,
     Verdict,
 )
+from .waiting import waiting_lines
 from .workers_report import workers_lines
 
 
@@ -326,6 +327,8 @@ def render(
         lines += rotate_batch_lines(results.workers, settings)
     if results.http is not None:
         lines += http_lines(results.http)
+    if results.waiting is not None:
+        lines += waiting_lines(results.waiting, settings)
     notes = list(results.notes)
     if results.plot_note:
         notes.append(f"plot not written: {results.plot_note}")

@@ -12,7 +12,9 @@ from .http import HttpResult
 from .profile import ProfileResult
 from .scale import ScaleResult
 from .scaleout import ScaleOutResult
-from .targets import Measured
+from .stats import percentile
+from .targets import FleetFigures, Measured
+from .waiting import WaitingResult
 from .workers import WorkersResult
 
 
@@ -26,6 +28,7 @@ class Results:
     scaleout: Optional[ScaleOutResult] = None
     cost: Optional[CostResult] = None
     http: Optional[HttpResult] = None
+    waiting: Optional[WaitingResult] = None
     notes: list[str] = field(default_factory=list)
     plot_note: Optional[str] = None  # why the plot was not written, when it was not
 
@@ -68,4 +71,13 @@ def measured(results: Results) -> Measured:
         m.calls_per_cycle = {s: w.calls_per_unit for s, w in c.cycle.items() if w.units}
         m.redis_us_per_cycle = {s: w.us_per_unit for s, w in c.cycle.items() if w.units}
         m.baseline_us_per_cycle = {s: w.us_per_unit for s, w in c.baseline.items() if w.units}
+    if results.waiting is not None:
+        for mode, run in results.waiting.runs.items():
+            m.fleets[mode] = FleetFigures(
+                run.commands_per_lease,
+                percentile(run.waits, 99),
+                run.fairness,
+                run.misses,
+                run.overlap,
+            )
     return m

@@ -28,6 +28,7 @@ SECTIONS = (
     "cost",
     "scaleout",
     "http",
+    "waiting",
 )
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,8 @@ class Settings:
     filter_acquires: int
     cost_cycles: int
     http_requests: int
+    wait_window: float
+    wait_hold: float
     baseline_ref: Optional[str]
     command: str
 
@@ -88,6 +91,8 @@ DEFAULTS: dict[str, tuple[object, object]] = {
     "filter_acquires": (300, 12),
     "cost_cycles": (2000, 40),
     "http_requests": (1000, 30),
+    "wait_window": (5.0, 0.5),
+    "wait_hold": (0.02, 0.02),
 }
 
 
@@ -165,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="counted cycles per selector of the Redis work section (2000)",
     )
     add("--http-requests", type=int, help="requests per mode and round of the http section (1000)")
+    add("--wait-window", type=float, help="seconds each fleet of the waiting section runs (5)")
+    add("--wait-hold", type=float, help="seconds a lease is held in the waiting section (0.02)")
     add(
         "--baseline-ref",
         default=BASELINE_REF,

@@ -1,4 +1,4 @@
-"""The targets of issue #12 (T6: issue #4), as pure functions from measured numbers to verdicts.
+"""The targets of issue #12 (T6: issue #4; T9: issue #14), as pure functions to verdicts.
 
 Nothing here measures anything: :func:`evaluate` takes a :class:`Measured` (filled in by the
 harness, or by hand in a test) and returns one :class:`Verdict` per target. A target whose
@@ -35,12 +35,24 @@ T7_ROTATE_VS_FLOOR = 1.3  # rotations/s over the floor's cycle rate, 1 process
 T7_BATCH_VS_CYCLES = 5.0  # leases/s in batches of 10 over acquire+release cycles/s
 T8_CALLS_PER_CYCLE = 20.0
 T8_TIME_VS_BASELINE = 0.5
+T9_FAIRNESS = 0.95  # Jain's index of leases per worker, the waiting fleet
 
 # Labels of the leasing configurations (backend/manager) the targets compare.
 REDIS_FAST = "redis/RedisProxyManager"
 REDIS_STOCK = "redis/ProxyManager"
 IN_MEMORY = "in-memory/ProxyManager"
 POSTGRES = "postgres/ProxyManager"
+
+
+@dataclass(frozen=True)
+class FleetFigures:
+    """One contended fleet of the waiting section (``polling`` or ``waiting``)."""
+
+    commands_per_lease: float
+    p99_wait: Optional[float]  # seconds
+    fairness: float  # Jain's index of leases per worker
+    gave_up: int  # acquires that returned None
+    overlap: int  # most holders of one proxy at once
 
 
 @dataclass
@@ -72,6 +84,7 @@ class Measured:
     calls_per_cycle: dict[str, float] = field(default_factory=dict)  # selector -> redis.calls
     redis_us_per_cycle: dict[str, float] = field(default_factory=dict)  # selector -> us
     baseline_us_per_cycle: dict[str, float] = field(default_factory=dict)  # before issue 12
+    fleets: dict[str, FleetFigures] = field(default_factory=dict)  # "polling"/"waiting"
 
 
 @dataclass(frozen=True)
@@ -274,6 +287,33 @@ def t8(m: Measured) -> Verdict:
     return Verdict("T8", goal, _status(ok), measured, detail)
 
 
+def t9(m: Measured) -> Verdict:
+    goal = (
+        "a contended fleet waiting (acquire(wait=)) beats polling on commands per lease and "
+        f"p99 wait, with Jain's fairness >= {T9_FAIRNESS:g}, no None, no overlap (issue 14)"
+    )
+    polling, waiting = m.fleets.get("polling"), m.fleets.get("waiting")
+    if polling is None or waiting is None or polling.p99_wait is None or waiting.p99_wait is None:
+        return Verdict("T9", goal, NOT_MEASURED, "-", "needs the waiting section")
+    ok = (
+        waiting.commands_per_lease < polling.commands_per_lease
+        and waiting.p99_wait < polling.p99_wait
+        and waiting.fairness >= T9_FAIRNESS
+        and waiting.gave_up == 0
+        and waiting.overlap <= 1
+    )
+    measured = (
+        f"{waiting.commands_per_lease:.1f} vs {polling.commands_per_lease:.1f} commands, "
+        f"p99 {waiting.p99_wait * 1000:,.0f} vs {polling.p99_wait * 1000:,.0f} ms, "
+        f"Jain {waiting.fairness:.3f}"
+    )
+    detail = (
+        f"waiting vs polling; polling's Jain {polling.fairness:.3f}; waiting gave up "
+        f"{waiting.gave_up} times, most holders of a proxy {waiting.overlap}"
+    )
+    return Verdict("T9", goal, _status(ok), measured, detail)
+
+
 def evaluate(m: Measured) -> list[Verdict]:
-    """Return the verdicts of T1 to T8."""
-    return [t1(m), t2(m), t3(m), t4(m), t5(m), t6(m), t7(m), t8(m)]
+    """Return the verdicts of T1 to T9."""
+    return [t1(m), t2(m), t3(m), t4(m), t5(m), t6(m), t7(m), t8(m), t9(m)]

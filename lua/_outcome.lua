@@ -93,6 +93,20 @@ local function record_outcome(lease_id, raw, o, now)
   return marked
 end
 
+-- Release lease `lease_id` as release_one (_pool.lua) does, with outcome `o` (or nil) applied
+-- first, once per lease: a proxy the outcome cools down, blocks or makes INACTIVE is out of
+-- the sets before the release frees its slot, so the slot's hand-off (_wait.lua) sees it as
+-- it is now. Returns release_one's code and record.
+local function release_reporting(lease_id, o, now, retention_us)
+  if o then
+    local raw = redis.call('HGET', K_LEASES, lease_id)
+    if raw then
+      record_outcome(lease_id, raw, o, now)
+    end
+  end
+  return release_one(lease_id, now, retention_us)
+end
+
 -- The outcome in `argv` from position i (kind, value, alpha, base_us, max_us, limit,
 -- block_us), or nil when argv[i] is absent or ''.
 local function outcome_from(argv, i)

@@ -5,7 +5,7 @@
 -- <prefix>:{p:<pool-uuid>}, in the order of pharox_redis/keys.py's PoolKeys, which is their
 -- one definition: scripts.py binds them to locals named after its fields (K_META, K_STATE,
 -- K_COUNTS, K_RECORDS, K_FIRST, K_LEAST, K_RR, K_LATENCY, K_CURSOR, K_DEADLINES, K_LEASES,
--- K_COOLING, K_BLOCKED); PoolKeys' docstring says what each holds.
+-- K_COOLING, K_BLOCKED, K_WAITERS, K_WAITING); PoolKeys' docstring says what each holds.
 --
 -- "Available" means usable (status active and not in a cool-down: usable() and usable_st())
 -- and lease count below max concurrency (no max: unlimited). A proxy in a cool-down (state
@@ -31,15 +31,21 @@ local SET_NAMES = {'first', 'least', 'rr', 'latency'}
 local SET_KEYS = {}
 local SELECTOR_SETS = {first_available = 'first', least_used = 'least',
                        round_robin = 'rr', lowest_latency = 'latency'}
+-- The meta fields pool_named reads in one HMGET (and then by name, never by place).
 local META_HEAD = {'name', 'sched', 'set:first', 'set:least', 'set:rr', 'set:latency',
-                   'used:first', 'used:least', 'used:rr', 'used:latency', 'cool'}
+                   'used:first', 'used:least', 'used:rr', 'used:latency', 'cool', 'wq'}
 local BUILD_STEP = 2000  -- proxies one ensure_set call adds to a set being built
 local USE_REFRESH_S = 3600  -- how stale a set's 'used:<set>' stamp may get before it is rewritten
 
 -- What pool_named read from K_META: SETS[set] is 'r', a build cursor, or nil; USED[set] the
 -- last use stamp (server seconds) or nil; SCHED the pool's 'sched' field or nil; COOL the
--- 'cool' field (see _outcome.lua) or nil.
-local SETS, USED, SCHED, COOL = {}, {}, nil, nil
+-- 'cool' field (see _outcome.lua) or nil; WQ true when the meta field 'wq' says the wait
+-- queue may hold waiters (see _wait.lua).
+local SETS, USED, SCHED, COOL, WQ = {}, {}, nil, nil, false
+-- hand_off(id, freeing, now): give a slot of proxy `id` (one being freed, or a free one) to
+-- the oldest waiter it fits; defined in _wait.lua (after _outcome.lua and _select.lua, whose
+-- blocked() and filter matcher it uses). Returns true when it did.
+local hand_off
 
 -- The lease count and status of a proxy, and the fields its placements need, read from its
 -- state JSON without decoding it: pharox_redis/codec.py writes these keys (cjson may reorder
@@ -121,19 +127,23 @@ end
 
 -- The pool's name when the pool exists and is called `expected` ('' accepts any name);
 -- otherwise nil and the reply the script returns: 'nopool', or 'stale' with the pool's name.
--- Reads the meta fields every script needs in the same call (SETS, USED, SCHED).
+-- Reads the meta fields every script needs in the same call (SETS, USED, SCHED, COOL, WQ).
 local function pool_named(expected)
   SET_KEYS.first, SET_KEYS.least, SET_KEYS.rr, SET_KEYS.latency = K_FIRST, K_LEAST, K_RR, K_LATENCY
-  local head = redis.call('HMGET', K_META, unpack(META_HEAD))
-  local name = head[1]
+  local values, head = redis.call('HMGET', K_META, unpack(META_HEAD)), {}
+  for i, field in ipairs(META_HEAD) do
+    head[field] = values[i]
+  end
+  local name = head.name
   if not name then
     return nil, answer('nopool', false, false)
   end
-  SCHED = tonumber(head[2])
-  COOL = tonumber(head[11])
-  for i, set in ipairs(SET_NAMES) do
-    SETS[set] = head[2 + i] or nil
-    USED[set] = tonumber(head[6 + i])
+  SCHED = tonumber(head.sched)
+  COOL = tonumber(head.cool)
+  WQ = head.wq and true or false
+  for _, set in ipairs(SET_NAMES) do
+    SETS[set] = head['set:' .. set] or nil
+    USED[set] = tonumber(head['used:' .. set])
   end
   if expected ~= '' and name ~= expected then
     return nil, answer('stale', name, false)
@@ -193,6 +203,11 @@ local function reindex(id, old, new)
       end
     end
   end
+  local roomier = was and is and new.st.m ~= old.st.m and (new.st.m == nil or old.st.m ~= nil
+                                                          and new.st.m > old.st.m)
+  if WQ and is and (not was or roomier) then  -- new free slots go to waiters first
+    while hand_off(id, false) do end
+  end
 end
 
 -- One bounded step of building set `set` (see the note at the top): the first step empties
@@ -248,9 +263,14 @@ local function purge_score(ended, retention_us)
   return int_str(ended + retention_us) .. '.5'
 end
 
--- Give back one lease slot of proxy `id`: the lease count returned by the decrement decides
--- whether the proxy comes back into the kept sets (it was full) or only moves in 'least'.
-local function free_slot(id)
+-- Give back one lease slot of proxy `id` (at server time `now`): the lease count returned by
+-- the decrement decides whether the proxy comes back into the kept sets (it was full) or only
+-- moves in 'least'. When a waiter fits, the slot goes straight to it instead (hand_off), and
+-- the count and the sets stay as they are.
+local function free_slot(id, now)
+  if WQ and hand_off(id, true, now) then
+    return
+  end
   local n = redis.call('HINCRBY', K_COUNTS, id, -1)
   if n <= 0 then
     redis.call('HDEL', K_COUNTS, id)
@@ -296,7 +316,7 @@ local function end_lease(lease_id, raw, now, retention_us)
   local encoded = string.sub(raw, 1, -2) .. ',"released":"' .. int_str(ended) .. '"}'
   redis.call('HSET', K_LEASES, lease_id, encoded)
   redis.call('ZADD', K_DEADLINES, purge_score(ended, retention_us), lease_id)
-  free_slot(string.match(raw, '"proxy":%s*"([^"]+)"'))
+  free_slot(string.match(raw, '"proxy":%s*"([^"]+)"'), now)
   return encoded, due <= now
 end
 
@@ -347,6 +367,19 @@ local function reclaim_due(now, retention_us, batch)
   return reclaimed, #due == 2 * batch
 end
 
+-- The earliest active lease deadline (the first whole score on the time line), or nil when
+-- no lease is active. Past a window of `lookahead` purge entries, the window's end stands in
+-- for it (early is safe: the caller only looks again sooner).
+local function next_deadline(lookahead)
+  local window = redis.call('ZRANGE', K_DEADLINES, 0, lookahead - 1, 'WITHSCORES')
+  for i = 2, #window, 2 do
+    if tonumber(window[i]) % 1 == 0 or i == 2 * lookahead then
+      return math.floor(tonumber(window[i]))
+    end
+  end
+  return nil
+end
+
 -- The cleanup index's entry for this pool (KEYS of schedule.lua, another slot) is known to
 -- be at or before the pool's 'sched' field, when that is set: a lease expiring no earlier
 -- needs no schedule.lua call. Acquire and lease scripts pipelined with schedule.lua lower it
@@ -363,16 +396,25 @@ local function note_scheduled(deadline, sched)
   return sched
 end
 
+-- The record of a lease of proxy `id` from `now` for `duration_us`: JSON built by hand (every
+-- value is a UUID or digits).
+local function lease_record(id, consumer_id, now, duration_us)
+  return '{"proxy":"' .. id .. '","consumer":"' .. consumer_id .. '","acquired":"'
+    .. int_str(now) .. '","expires":"' .. int_str(now + duration_us) .. '"}'
+end
+
+-- Write a lease record `rec` (lease_record) and put it on the time line at its deadline.
+local function write_lease(lease_id, rec, now, duration_us)
+  redis.call('HSET', K_LEASES, lease_id, rec)
+  redis.call('ZADD', K_DEADLINES, int_str(now + duration_us), lease_id)
+end
+
 -- Create lease `lease_id` on proxy `id` (state JSON `state`, known to be available): the
 -- lease count returned by the increment decides whether the proxy is now full and leaves
 -- the kept sets, or only moves in 'least'. Returns the record JSON and the new lease count.
--- The record is JSON built by hand: every value is a UUID or digits.
 local function start_lease(id, state, lease_id, consumer_id, now, duration_us)
-  local expires = int_str(now + duration_us)
-  local rec = '{"proxy":"' .. id .. '","consumer":"' .. consumer_id .. '","acquired":"'
-    .. int_str(now) .. '","expires":"' .. expires .. '"}'
-  redis.call('HSET', K_LEASES, lease_id, rec)
-  redis.call('ZADD', K_DEADLINES, expires, lease_id)
+  local rec = lease_record(id, consumer_id, now, duration_us)
+  write_lease(lease_id, rec, now, duration_us)
   local n = redis.call('HINCRBY', K_COUNTS, id, 1)
   local m = tonumber(string.match(state, '"m":(%d+)'))
   if m ~= nil and n >= m then  -- now full: out of every kept set

@@ -1,5 +1,6 @@
--- _select.lua: selector order and filter evaluation, shared by find.lua and acquire.lua.
--- pharox_redis/scripts.py puts it after _pool.lua in front of those two scripts.
+-- _select.lua: selector order and filter evaluation, shared by find.lua, acquire.lua and the
+-- wait queue's hand-off (_wait.lua). pharox_redis/scripts.py puts it after _pool.lua and
+-- _outcome.lua (whose blocked() the walk uses) in front of every pool script.
 --
 -- A filter is the JSON tree pharox_redis/filters.py compiles from ProxyFilters. It evaluates
 -- three-valued: true, false, or nil when a Python predicate decides ("undecided"); undecided

@@ -9,7 +9,8 @@
 --   'ok' | 'failed' | 'blocked', the latency in ms (number) or the domain, then the storage's
 --   OutcomePolicy: latency alpha, base and longest cool-down (us), failures that mark the
 --   proxy inactive (0: never), block duration (us). Applied once per lease: a re-sent
---   release finds the record marked "o" and applies nothing again.
+--   release finds the record marked "o" and applies nothing again. Applied before the slot
+--   is freed (and maybe handed to a waiter, see _wait.lua): release_reporting in _outcome.lua.
 -- Returns (see _pool.lua) {code, name, counters, lease JSON}: code 'released' (in time),
 --   'expired' (its deadline had passed: ended now, or reclaimed before), or 'noop' (it was
 --   released before) | {'missing', name, counters} | 'nopool'
@@ -21,11 +22,8 @@ if not name then
 end
 local outcome = outcome_from(ARGV, 4)
 local now = now_us()
-local code, rec = release_one(lease_id, now, retention_us)
+local code, rec = release_reporting(lease_id, outcome, now, retention_us)
 if code == 'missing' then
   return answer('missing', name, with_counters)
-end
-if outcome then
-  rec = record_outcome(lease_id, rec, outcome, now)
 end
 return answer(code, name, with_counters, {rec})

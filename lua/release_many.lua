@@ -23,11 +23,8 @@ local fields = {}
 for i = 3, #ARGV do
   local entry = words(ARGV[i])
   local lease_id = entry[1]
-  local code, rec = release_one(lease_id, now, retention_us)
-  if entry[2] and code ~= 'missing' then
-    local o = outcome_from({entry[2], entry[3] or '', unpack(policy)}, 1)
-    rec = record_outcome(lease_id, rec, o, now)
-  end
+  local o = entry[2] and outcome_from({entry[2], entry[3] or '', unpack(policy)}, 1) or nil
+  local code, rec = release_reporting(lease_id, o, now, retention_us)
   fields[#fields + 1] = code
   fields[#fields + 1] = rec
 end

@@ -51,13 +51,9 @@ end
 local sched = scheduled_at()
 local now = now_us()
 
--- The release, as release.lua does it (release_one in _pool.lua).
+-- The release, as release.lua does it (release_reporting in _outcome.lua).
 local function release_old()
-  local code, rec = release_one(old_id, now, retention_us)
-  if outcome and code ~= 'missing' then
-    rec = record_outcome(old_id, rec, outcome, now)
-  end
-  return code, rec
+  return release_reporting(old_id, outcome, now, retention_us)
 end
 
 local function reply(code, released_code, released, fields)

@@ -30,10 +30,11 @@ from pharox import (
     SelectorStrategy,
 )
 
-from . import batch_flows, flows, misses
+from . import batch_flows, flows, misses, wait_flows
 from .async_storage import AsyncRedisStorage
 from .bounded import await_within
 from .flows import DEFAULT_CONSUMER_NAME, Flow, Notify, Policy, Run
+from .handoff import AsyncSubscriptions
 from .keepalive import TaskKeepAlive
 from .leased_proxy import LeasedProxy
 from .misses import AcquireMiss
@@ -74,6 +75,7 @@ class AsyncRedisProxyManager:
         self.policy = Policy(
             storage.context, retries, self._acquire_callbacks, self._release_callbacks
         )
+        self._subscriptions = AsyncSubscriptions(storage.client, storage.context.keys)
 
     async def _perform(self, flow: Flow[T]) -> T:
         """Run a flow of ``flows.py``, awaiting each step it yields."""
@@ -97,6 +99,13 @@ class AsyncRedisProxyManager:
                         notified = callback(step.payload)
                         if inspect.isawaitable(notified):
                             await notified
+                elif isinstance(step, flows.Listen):
+                    result = await step.subscription.listen(step.waiter, step.seconds)
+                elif isinstance(step, flows.Subscribe):
+                    result = self._subscriptions.borrow()
+                    await result.ensure(step.seconds)
+                elif isinstance(step, flows.Unsubscribe):
+                    await self._subscriptions.give_back(step.subscription)
                 else:
                     slept = (step.sleep or asyncio.sleep)(step.seconds)
                     if inspect.isawaitable(slept):
@@ -135,13 +144,19 @@ class AsyncRedisProxyManager:
         selector: Optional[SelectorStrategy] = None,
         *,
         target: Optional[str] = None,
+        wait: Optional[float] = None,
     ) -> Optional[LeasedProxy]:
         """Lease a proxy and return it with its lease, or None when none is available.
 
         ``target`` (keyword-only) is the domain the proxy is for: proxies blocked for it
-        (``Outcome.blocked(domain)``) are skipped.
+        (``Outcome.blocked(domain)``) are skipped, by the walk and by a hand-off to a waiter.
+        ``wait`` as for :meth:`RedisProxyManager.acquire`: wait up to that many seconds in
+        the pool's queue, without polling, for a proxy handed on release.
         """
+        seconds = wait_flows.check_wait(wait)
         asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector, target)
+        if seconds > 0:
+            return await self._perform(wait_flows.acquire_waiting(self.policy, asked, seconds))
         return await self._perform(flows.acquire(self.policy, asked))
 
     async def acquire_proxy(
@@ -321,6 +336,7 @@ class AsyncRedisProxyManager:
         keep_alive: bool = False,
         retry_config: Optional[RetryConfig] = None,
         target: Optional[str] = None,
+        wait: Optional[float] = None,
     ) -> AsyncIterator[Optional[LeasedProxy]]:
         """Lease a proxy for the block and yield it with its lease (None when none is free).
 
@@ -338,11 +354,22 @@ class AsyncRedisProxyManager:
             The domain the proxy is for: proxies blocked for it are skipped (see
             ``Outcome.blocked``). Inside the block, ``leased.report(outcome)`` records what
             happened; leaving the block releases the lease with that outcome.
+        wait:
+            Wait up to this many seconds in the pool's queue for a proxy (see
+            :meth:`acquire`); not together with ``retry_config``.
 
         """
+        if wait and retry_config is not None:
+            raise ValueError("give wait or retry_config, not both")
         if retry_config is None:
             leased = await self.acquire(
-                pool_name, consumer_name, duration_seconds, filters, selector, target=target
+                pool_name,
+                consumer_name,
+                duration_seconds,
+                filters,
+                selector,
+                target=target,
+                wait=wait,
             )
         else:
             leased = await self.acquire_with_retry(

@@ -1,10 +1,12 @@
 """What both managers do, written once as generators of steps.
 
 A flow yields :class:`Run` (run a storage operation), :class:`Sleep` and :class:`Notify`
-(call the acquire or release callbacks) and is sent each step's result, or has its error
-thrown in. ``manager.py`` performs the steps with a sync storage, threads and ``time.sleep``;
-``async_manager.py`` awaits them: the two differ only in how a step is performed. Retries,
-callback payloads, lease ids and what leaving a ``with`` block means are all here.
+(call the acquire or release callbacks), and a waiting acquire (``wait_flows.py``) also
+:class:`Subscribe`, :class:`Listen` and :class:`Unsubscribe` (``handoff.py`` performs them);
+it is sent each step's result, or has its error thrown in. ``manager.py`` performs the steps
+with a sync storage, threads and ``time.sleep``; ``async_manager.py`` awaits them: the two
+differ only in how a step is performed. Retries, callback payloads, lease ids and what
+leaving a ``with`` block means are all here.
 """
 
 from __future__ import annotations
@@ -79,7 +81,33 @@ class Notify(NamedTuple):
     payload: Union[AcquireEventPayload, ReleaseEventPayload]
 
 
-Step = Union[Run, Sleep, Notify]
+class Subscribe(NamedTuple):
+    """Borrow a subscription to a hand-off channel; the flow is sent it (``.channel``).
+
+    One not subscribed yet subscribes, waiting at most ``seconds`` for Redis to confirm.
+    """
+
+    seconds: float
+
+
+class Listen(NamedTuple):
+    """Wait at most ``seconds`` for ``waiter``'s hand-off on ``subscription``.
+
+    The flow is sent the hand-off message, or None when none came.
+    """
+
+    subscription: Any
+    waiter: str
+    seconds: float
+
+
+class Unsubscribe(NamedTuple):
+    """Give a subscription back (it stays subscribed, for the next wait)."""
+
+    subscription: Any
+
+
+Step = Union[Run, Sleep, Notify, Subscribe, Listen, Unsubscribe]
 Flow = Generator[Step, Any, T]
 
 

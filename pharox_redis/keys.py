@@ -21,9 +21,11 @@ class PoolKeys(NamedTuple):
     each field (``K_META``, ``K_STATE``, ...), so Python and Lua cannot disagree on the order.
 
     * ``meta`` hash: name, description, ``active`` (how many proxies are ACTIVE), ``sched``
-      (where the pool's cleanup entry is at the latest), and for each availability set
+      (where the pool's cleanup entry is at the latest), for each availability set
       ``set:<set>`` ('r' when ready, an HSCAN cursor while it is built, absent when it is
-      not kept) and ``used:<set>`` (when a selector last used it, server seconds).
+      not kept) and ``used:<set>`` (when a selector last used it, server seconds), ``cool``
+      (a lower bound of every end in ``cooling`` and ``blocked``, see ``lua/_outcome.lua``)
+      and ``wq`` ('1' while the wait queue may hold waiters).
     * ``state`` hash: proxy id -> JSON of every field Lua reads (``codec.ProxyState``).
     * ``counts`` hash: proxy id -> current lease count (absent when 0).
     * ``records`` hash: proxy id -> msgpack of host, port, protocol, credentials.
@@ -47,6 +49,13 @@ class PoolKeys(NamedTuple):
     * ``addresses`` hash: a proxy's address (``<protocol>://<host>:<port>[ <user>]``, host in
       lower case) -> the id of the one proxy of the pool holding it (see
       ``lua/_address.lua``); meta field ``addr`` says whether it is complete.
+    * ``waiters`` zset: the wait queue of ``acquire(..., wait=)``: waiter id -> when it
+      joined (server microseconds; FIFO order, a waiter whose predicate declined a proxy
+      keeps its score). See ``lua/_wait.lua``.
+    * ``waiting`` hash: waiter id -> JSON {f: filter JSON (``filters.py``), t: target domain
+      (``''`` for none), c: consumer id, d: lease duration us, x: wait deadline us (server
+      clock), k: the channel its hand-off is published on
+      (:meth:`KeySchema.handoff_channel`), l: the lease id to create, p: its pickup time us}.
     """
 
     meta: str
@@ -63,6 +72,8 @@ class PoolKeys(NamedTuple):
     cooling: str
     blocked: str
     addresses: str
+    waiters: str
+    waiting: str
 
     @property
     def tag(self) -> str:
@@ -122,6 +133,14 @@ class KeySchema:
         self.globals = GlobalKeys.under(f"{prefix}:{{{prefix}:global}}:")
         # Where they were until 0.1.0: one slot for every prefix (``migrate`` moves them).
         self.legacy_globals = GlobalKeys.under(f"{prefix}:{{global}}:")
+
+    def handoff_channel(self, subscriber_id: UUID | str) -> str:
+        """Return the pub/sub channel a waiting subscriber listens on for its hand-offs.
+
+        A channel, not a key: ``PUBLISH`` in a pool script names no key, so the scripts'
+        KEYS stay exactly the pool's keys (on a Redis Cluster a publish reaches every node).
+        """
+        return f"{self.prefix}:handoff:{subscriber_id}"
 
     def pool(self, pool_id: UUID | str) -> PoolKeys:
         """Return the keys of the pool with this id (cached: every lease call needs them)."""

@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar, Union
 
 from pharox import Lease, ProxyFilters, ProxyManager, RetryConfig, SelectorStrategy
 
-from . import batch_flows, flows, misses
+from . import batch_flows, flows, misses, wait_flows
 from .bounded import call_within
 from .flows import Flow, Notify, Policy, Run
+from .handoff import Subscriptions
 from .keepalive import ThreadKeepAlive
 from .leased_proxy import LeasedProxy
 from .misses import AcquireMiss
@@ -56,6 +57,7 @@ class RedisProxyManager(ProxyManager):
         self.policy = Policy(
             storage.context, retries, self._acquire_callbacks, self._release_callbacks
         )
+        self._subscriptions = Subscriptions(storage.client, storage.context.keys)
 
     def _perform(self, flow: Flow[T]) -> T:
         """Run a flow of ``flows.py``, performing each step it yields."""
@@ -77,6 +79,13 @@ class RedisProxyManager(ProxyManager):
                 elif isinstance(step, Notify):
                     for callback in step.callbacks:
                         callback(step.payload)
+                elif isinstance(step, flows.Listen):
+                    result = step.subscription.listen(step.waiter, step.seconds)
+                elif isinstance(step, flows.Subscribe):
+                    result = self._subscriptions.borrow()
+                    result.ensure(step.seconds)
+                elif isinstance(step, flows.Unsubscribe):
+                    self._subscriptions.give_back(step.subscription)
                 else:
                     (step.sleep or time.sleep)(step.seconds)
             except Exception as exc:
@@ -103,15 +112,27 @@ class RedisProxyManager(ProxyManager):
         selector: Optional[SelectorStrategy] = None,
         *,
         target: Optional[str] = None,
+        wait: Optional[float] = None,
     ) -> Optional[LeasedProxy]:
         """Lease a proxy and return it with its lease, or None when none is available.
 
         One round trip (the first use of a pool or consumer name in a process costs one
         more to resolve it; Python predicates in ``filters`` cost one more per candidate).
         ``target`` (keyword-only) is the domain the proxy is for: proxies blocked for it
-        (``Outcome.blocked(domain)``) are skipped.
+        (``Outcome.blocked(domain)``) are skipped, by the walk and by a hand-off to a waiter.
+
+        With ``wait`` (seconds), when no proxy is free the call joins the pool's wait queue
+        and blocks, without polling, until a proxy is handed to it (first come, first
+        served among the waiters it fits) or ``wait`` has passed (then None). It raises
+        :class:`pharox.PoolNotFoundError` at once for an unknown pool, and
+        :class:`~pharox_redis.errors.RedisStorageError` when Redis stays unreachable until
+        the deadline. ``wait`` None or 0 is the plain acquire. See README, "Waiting for a
+        proxy".
         """
+        seconds = wait_flows.check_wait(wait)
         asked = flows.request(pool_name, consumer_name, duration_seconds, filters, selector, target)
+        if seconds > 0:
+            return self._perform(wait_flows.acquire_waiting(self.policy, asked, seconds))
         return self._perform(flows.acquire(self.policy, asked))
 
     def acquire_proxy(
@@ -318,6 +339,7 @@ class RedisProxyManager(ProxyManager):
         keep_alive: bool = False,
         retry_config: Optional[RetryConfig] = None,
         target: Optional[str] = None,
+        wait: Optional[float] = None,
     ) -> Iterator[Optional[LeasedProxy]]:
         """Lease a proxy for the block and yield it with its lease (None when none is free).
 
@@ -336,11 +358,22 @@ class RedisProxyManager(ProxyManager):
             The domain the proxy is for: proxies blocked for it are skipped (see
             ``Outcome.blocked``). Inside the block, ``leased.report(outcome)`` records what
             happened; leaving the block releases the lease with that outcome.
+        wait:
+            Wait up to this many seconds in the pool's queue for a proxy (see
+            :meth:`acquire`); not together with ``retry_config``.
 
         """
+        if wait and retry_config is not None:
+            raise ValueError("give wait or retry_config, not both")
         if retry_config is None:
             leased = self.acquire(
-                pool_name, consumer_name, duration_seconds, filters, selector, target=target
+                pool_name,
+                consumer_name,
+                duration_seconds,
+                filters,
+                selector,
+                target=target,
+                wait=wait,
             )
         else:
             leased = self.acquire_with_retry(

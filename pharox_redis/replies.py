@@ -74,9 +74,14 @@ class AcquireReply(NamedTuple):
     next_offset:
         Where a ``scan`` continues (-1 when the order is exhausted).
     found:
-        The candidates of a ``scan``.
+        The candidates of a ``scan`` (or ``queued``).
     miss:
-        For a ``scan`` that found nothing: why, proxies, ACTIVE ones, available ones.
+        For a ``scan`` or ``queued`` that found nothing: why, proxies, ACTIVE ones, available
+        ones.
+    order:
+        ``queued``: the waiter's place in the pool's wait queue (its score).
+    until_us:
+        ``queued``: microseconds until the pool's earliest lease deadline (None: no lease).
 
     """
 
@@ -89,6 +94,15 @@ class AcquireReply(NamedTuple):
     next_offset: int = -1
     found: Sequence[Candidate] = ()
     miss: Optional[Sequence[Any]] = None
+    order: Any = None
+    until_us: Optional[int] = None
+
+
+def _split_miss(rest: Sequence[Any]) -> tuple[Sequence[Any], Optional[Sequence[Any]]]:
+    """Split a miss (``'miss', why, proxies, active, available``) off a reply's candidates."""
+    if rest and text(rest[0]) == "miss":  # a candidate starts with a proxy id
+        return [], rest[1:]
+    return rest, None
 
 
 def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
@@ -102,11 +116,21 @@ def acquire_reply(raw: Sequence[Any]) -> AcquireReply:
             *head, covered == 1, lease, Candidate(proxy_id, True, state, count, record)
         )
     if code == "scan":
-        rest, miss = f[2:], None
-        if rest and text(rest[0]) == "miss":  # a candidate starts with a proxy id
-            rest, miss = [], rest[1:]
+        rest, miss = _split_miss(f[2:])
         return AcquireReply(
             *head, f[0] == 1, next_offset=int(f[1]), found=candidates(rest), miss=miss
+        )
+    if code == "queued":  # acquire.lua with a waiter, and wait.lua
+        until = None if f[3] in (b"", "") else int(f[3])
+        rest, miss = _split_miss(f[4:])
+        return AcquireReply(
+            *head,
+            f[0] == 1,
+            next_offset=-1,
+            found=candidates(rest),
+            miss=miss,
+            order=f[2],
+            until_us=until,
         )
     return AcquireReply(*head)
 
@@ -309,7 +333,11 @@ class ManyReply(NamedTuple):
     leases:
         Each lease made as (lease record, the leased proxy as a candidate).
     found:
-        The candidates of a ``scan``.
+        The candidates of a ``scan`` (or ``queued``).
+    order:
+        ``queued``: the waiter's place in the pool's wait queue (its score).
+    until_us:
+        ``queued``: microseconds until the pool's earliest lease deadline (None: no lease).
 
     """
 

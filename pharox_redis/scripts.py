@@ -2,12 +2,12 @@
 
 Every script starts with ``lua/_common.lua`` (clock and integer helpers). A pool script then
 gets one line binding the pool's keys to locals named after :class:`~pharox_redis.keys.PoolKeys`
-(their one definition), ``lua/_pool.lua``, ``lua/_outcome.lua`` (outcomes and cool-downs), and
-for those that walk a selector's order (``find``, ``acquire``, ``rotate`` and ``acquire_many``)
-``lua/_select.lua``, and for those that keep a pool's address index (``save_proxies``,
-``delete_proxy``, ``audit``) ``lua/_address.lua``, before its own body. Sources are read once
-per process; each executor registers them with its own client, so no script state lives in a
-class or a module global.
+(their one definition), ``lua/_pool.lua``, ``lua/_outcome.lua`` (outcomes and cool-downs),
+``lua/_select.lua`` (selector walks and filters) and ``lua/_wait.lua`` (the wait queue: any
+pool script may free a slot, and its hand-off checks the waiter's filter and target), and for
+those that keep a pool's address index (``save_proxies``, ``delete_proxy``, ``audit``)
+``lua/_address.lua``, before its own body. Sources are read once per process; each executor
+registers them with its own client, so no script state lives in a class or a module global.
 
 All of them also make one function library (:func:`library`, ``FUNCTION LOAD`` then
 ``FCALL``, Redis 7+ and Valkey): the prelude once, then each script's body as a function.
@@ -34,6 +34,7 @@ ADDRESS_SCRIPTS = ("save_proxies", "delete_proxy", "audit")  # they keep the add
 POOL_SCRIPTS = (
     *SELECT_SCRIPTS,
     "lease",
+    "leave_queue",
     "release",
     "release_many",
     "reclaim",
@@ -134,8 +135,7 @@ def sources() -> dict[str, ScriptSource]:
         pieces = [_read("_common")]
         if name in POOL_SCRIPTS:
             pieces += [(KEY_BINDING, key_binding()), _read("_pool"), _read("_outcome")]
-        if name in SELECT_SCRIPTS:
-            pieces.append(_read("_select"))
+            pieces += [_read("_select"), _read("_wait")]
         if name in ADDRESS_SCRIPTS:
             pieces.append(_read("_address"))
         pieces.append(_read(name))
@@ -177,7 +177,8 @@ class Library:
 def library() -> Library:
     """Return every script as one function library.
 
-    The shared prelude (``_common.lua``, ``_pool.lua``, ``_select.lua``) is defined once,
+    The shared prelude (``_common.lua``, ``_pool.lua``, ``_outcome.lua``, ``_select.lua``,
+    ``_wait.lua``) is defined once,
     when the library is loaded, instead of on every call as with ``EVALSHA``. The pool keys
     ``K_<FIELD>`` are locals of the library that a pool script's function sets from its
     KEYS before its body runs (Redis runs one function at a time), so the prelude's

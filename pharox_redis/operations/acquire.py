@@ -31,6 +31,9 @@ from .selection import MAX_UNDECIDED, SCAN_BUDGET, matching
 from .validation import check_text, lease_duration_us
 
 ACQUIRE_RECLAIM = 16  # expired leases of its pool one acquire reclaims on the way
+# How long a lease handed to a waiter nobody is seen listening for (it died, its connection
+# dropped, or it listens on another cluster node) waits to be picked up (lua/_wait.lua).
+PICKUP_SECONDS = 5.0
 LEASE_CANDIDATES = 8  # predicate-approved proxies one compare-and-lease call may try
 
 
@@ -46,27 +49,58 @@ class AcquireRequest(NamedTuple):
     target: Optional[str] = None  # a normalised domain: proxies blocked for it are skipped
 
 
+class Waiter(NamedTuple):
+    """Who joins a pool's wait queue when an acquire finds nothing (``acquire(wait=)``).
+
+    ``order`` is the place it had before ('' to join at the end now); see ``lua/_wait.lua``.
+    """
+
+    id: UUID
+    channel: str
+    wait_us: int
+    order: Any = ""
+    pickup_us: int = round(PICKUP_SECONDS * 1_000_000)
+
+
+class Queued(NamedTuple):
+    """The acquire joined its pool's wait queue: where, and when to look again at the latest."""
+
+    pool_id: UUID
+    order: Any
+    until_us: Optional[int]  # to the pool's earliest lease deadline (None: no active lease)
+
+
 class Acquired(NamedTuple):
     """The outcome of an acquire: the lease and its proxy (or None), and the pool counters.
 
-    ``miss`` says why nothing was leased (see ``misses.py``).
+    ``miss`` says why nothing was leased (see ``misses.py``). ``queued`` is set when the
+    acquire joined its pool's wait queue (even when it then leased a candidate a Python
+    predicate approved: the caller must leave the queue).
     """
 
     lease: Optional[Lease]
     proxy: Optional[Proxy]
     counters: Optional[Counters]  # None when the pool does not exist
     miss: Optional[AcquireMiss] = None
+    queued: Optional[Queued] = None
 
     def stats(self, pool_name: str) -> Optional[PoolStatsSnapshot]:
         """Return the pool stats snapshot the reply carried."""
         return None if self.counters is None else codec.stats_snapshot(pool_name, self.counters)
 
 
-def acquire(ctx: Context, request: AcquireRequest, with_counters: bool = False) -> Op[Acquired]:
+def acquire(
+    ctx: Context,
+    request: AcquireRequest,
+    with_counters: bool = False,
+    waiter: Optional[Waiter] = None,
+) -> Op[Acquired]:
     """Lease a proxy from a pool by selector and filters; ``lease`` is None when none fits.
 
     The pool counters come back only ``with_counters`` (they cost Redis work: see
-    ``counters()`` in ``lua/_pool.lua``); otherwise ``Acquired.counters`` is None.
+    ``counters()`` in ``lua/_pool.lua``); otherwise ``Acquired.counters`` is None. With a
+    ``waiter``, an acquire that finds nothing joins the pool's wait queue in the same call
+    (``Acquired.queued``).
     """
     duration_us = lease_duration_us(request.duration_seconds)
     filter_json = compile_filters(request.filters).json
@@ -75,7 +109,14 @@ def acquire(ctx: Context, request: AcquireRequest, with_counters: bool = False) 
 
     def attempt(pool_id: UUID) -> Op[Union[Acquired, Stale]]:
         return _acquire_in(
-            ctx, pool_id, request, filter_json, consumer_id, duration_us, with_counters
+            ctx,
+            pool_id,
+            request,
+            filter_json,
+            consumer_id,
+            duration_us,
+            with_counters,
+            waiter=waiter,
         )
 
     acquired = yield from in_named_pool(ctx, request.pool_name, attempt)
@@ -92,9 +133,15 @@ def _acquire_in(
     duration_us: int,
     with_counters: bool,
     offset: int = 0,
+    waiter: Optional[Waiter] = None,
 ) -> Op[Union[Acquired, Stale]]:
     """Acquire in a pool, walking its selector order from ``offset`` (rotate goes on there)."""
     pk = ctx.keys.pool(pool_id)
+    joining: tuple[Any, ...] = ()
+    cover_us = duration_us  # what the cleanup entry must cover: see ARGV[19] of acquire.lua
+    if waiter is not None:
+        joining = (str(waiter.id), waiter.wait_us, waiter.channel, waiter.order, waiter.pickup_us)
+        cover_us = min(duration_us, waiter.pickup_us)
     while True:
         schedule = pool_id not in ctx.covered
         args = (
@@ -112,10 +159,9 @@ def _acquire_in(
             "1" if schedule else "0",
             "1" if with_counters else "0",
             request.target or "",
+            *joining,
         )
-        raw = yield lease_batch(
-            ctx, ScriptCall("acquire", pk, args), pool_id, duration_us, schedule
-        )
+        raw = yield lease_batch(ctx, ScriptCall("acquire", pk, args), pool_id, cover_us, schedule)
         reply = replies.acquire_reply(raw[0])
         if reply.code in ("nopool", "stale"):
             if reply.code == "nopool" and schedule:  # no lease was made: drop the hint
@@ -132,13 +178,20 @@ def _acquire_in(
             ctx.covered.discard(pool_id)
         if reply.code in ("ok", "exists"):
             return (yield from took(ctx, request, pool_id, reply, raw))
+        queued = None
+        if reply.code == "queued":
+            queued = Queued(pool_id, reply.order, reply.until_us)
         taken = yield from lease_candidates(
             ctx, pool_id, request, reply, consumer_id, duration_us, with_counters
         )
         if not isinstance(taken, Missed):
-            return taken
+            return (
+                taken
+                if queued is None or isinstance(taken, Stale)
+                else taken._replace(queued=queued)
+            )
         if reply.next_offset < 0:
-            return Acquired(None, None, taken.counters, _miss(request.pool_name, reply))
+            return Acquired(None, None, taken.counters, _miss(request.pool_name, reply), queued)
         offset = reply.next_offset
 
 

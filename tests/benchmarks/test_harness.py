@@ -7,6 +7,7 @@ used when it answers at the default DSN, and reported as skipped otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 from datetime import datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from benchmarks.targets import (
     POSTGRES,
     REDIS_FAST,
     REDIS_STOCK,
+    FleetFigures,
     Measured,
     Verdict,
     evaluate,
@@ -69,6 +71,10 @@ def all_met() -> Measured:
         calls_per_cycle=per_selector(18.0),
         redis_us_per_cycle=per_selector(50.0),
         baseline_us_per_cycle=per_selector(110.0),
+        fleets={
+            "polling": FleetFigures(34.0, 0.68, 0.91, 0, 1),
+            "waiting": FleetFigures(27.0, 0.022, 1.0, 0, 1),
+        },
     )
 
 
@@ -78,7 +84,7 @@ def by_name(verdicts: list[Verdict]) -> dict[str, Verdict]:
 
 def test_every_target_met() -> None:
     verdicts = evaluate(all_met())
-    assert [v.name for v in verdicts] == ["T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"]
+    assert [v.name for v in verdicts] == [f"T{n}" for n in range(1, 10)]
     assert all(v.status == MET for v in verdicts), verdicts
     v = by_name(verdicts)
     assert v["T1"].measured == "0.90 x floor"
@@ -89,6 +95,24 @@ def test_every_target_met() -> None:
     assert v["T6"].measured == "4 round trips, 2.17 x InMemory"
     assert v["T7"].measured == "rotate 1.40 x floor, batch 5.56 x cycles"
     assert v["T8"].measured == "18.0 calls, 0.45 x time before"
+    assert v["T9"].measured == "27.0 vs 34.0 commands, p99 22 vs 680 ms, Jain 1.000"
+
+
+def test_t9_fails_on_each_part() -> None:
+    for change in (
+        {"commands_per_lease": 35.0},
+        {"p99_wait": 0.7},
+        {"fairness": 0.94},
+        {"gave_up": 1},
+        {"overlap": 2},
+    ):
+        m = all_met()
+        m.fleets["waiting"] = dataclasses.replace(m.fleets["waiting"], **change)
+        failed = [v.name for v in evaluate(m) if v.status != MET]
+        assert failed == ["T9"], (change, failed)
+    m = all_met()
+    del m.fleets["polling"]
+    assert by_name(evaluate(m))["T9"].status == NOT_MEASURED
 
 
 def test_each_target_can_fail() -> None:
@@ -101,6 +125,7 @@ def test_each_target_can_fail() -> None:
     m.stock_round_trips = 5.0  # T6
     m.rotate_leases[1] = 12_000.0  # T7: rotate 1.2 x the floor's cycle rate
     m.calls_per_cycle["least_used"] = 21.0  # T8: one selector above 20 calls
+    m.fleets["waiting"] = FleetFigures(40.0, 0.022, 1.0, 0, 1)  # T9: more commands than polling
     v = by_name(evaluate(m))
     assert {name: verdict.status for name, verdict in v.items()} == dict.fromkeys(v, NOT_MET)
     assert v["T1"].measured == "0.70 x floor"
@@ -232,10 +257,11 @@ def test_quick_run_writes_report_and_plot(
     headings = ["## Targets", "## 1. Backends", "## 2-3. Worker", "## 4. Scale", "## 5.", "## 6."]
     headings += ["## 7. Scale-out on Redis Cluster", "## 8. Redis work and CPU per cycle"]
     headings.append("## 9. Rotate and batch leasing")
+    headings.append("## 10. Waiting for a proxy against polling")
     for heading in headings:
         assert heading in report
     assert "python -m benchmarks --quick --seconds 0.2" in report
-    for name in ("T1", "T2", "T3", "T4", "T5", "T6", "T7", "T8"):
+    for name in (f"T{n}" for n in range(1, 10)):
         row = re.search(rf"^\| {name} \|.*\*\*(met|not met|not measured)\*\* \|", report, re.M)
         assert row, f"no verdict row for {name}"
         assert re.search(rf"^  {name} (MET|NOT MET|NOT MEASURED)", printed, re.M)

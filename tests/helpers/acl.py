@@ -19,10 +19,11 @@ LUA_DIR = ROOT / "lua"
 # run by the Lua scripts; line 3: run by the Lua scripts only. SCAN is for audit() of every
 # pool, WAIT for wait_replicas. Keep it identical to the README (test_docs_show_the_rule).
 ACL_RULE = (
-    "~pharox:* resetchannels -@all"
+    "~pharox:* resetchannels &pharox:handoff:* -@all"
     " +fcall +function|load +multi +exec +ping +scan +wait +unlink +hsetnx +hscan +zrevrange"
     " +exists +set +hget +hgetall +hkeys +hexists +hmget +hset +hdel +zadd +zrange +zrem +time"
     " +del +get +hincrby +zcard +zlexcount +zrangebyscore +zremrangebyrank +zscore +hlen +zcount"
+    " +publish +pubsub|numsub +subscribe"
 )
 # The scripts as a library (Redis 7+, Valkey), and as single scripts (Redis 6.2, or a user
 # refused Functions): the README's rule for Redis 6.2 swaps the first for the second.
@@ -42,9 +43,13 @@ def rule_commands(rule: str = ACL_RULE) -> set[str]:
 def lua_commands() -> set[str]:
     """Return every command the Lua scripts run (``redis.call`` / ``redis.pcall``)."""
     source = "\n".join(path.read_text() for path in sorted(LUA_DIR.glob("*.lua")))
-    calls = re.findall(r"redis\.p?call\(([^,)]*)", source)
-    names = {call.strip().strip("'\"").lower() for call in calls}
-    assert all(re.fullmatch(r"[a-z]+", name) for name in names), names  # no computed names
+    calls = re.findall(r"redis\.p?call\(([^,)]*)(?:,\s*'([A-Z]+)')?", source)
+    containers = ("pubsub",)  # named as the ACL names them: pubsub|numsub
+    names = set()
+    for call, sub in calls:
+        name = call.strip().strip("'\"").lower()
+        names.add(f"{name}|{sub.lower()}" if name in containers else name)
+    assert all(re.fullmatch(r"[a-z]+(\|[a-z]+)?", name) for name in names), names  # not computed
     return names
 
 

@@ -15,6 +15,7 @@ run it too: each storage is refused once, falls back to ``EVALSHA`` and goes on.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -127,6 +128,8 @@ def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
         manager.release_many([rotated, *batch])
         # outcomes: a block, a failure and a latency; an acquire for the blocked target
         outcomes = [Outcome.blocked("a.example"), Outcome.failed(), Outcome.ok(12.5)]
+        cooled = held[1].proxy.id  # the failure's proxy (which one depends on the ids)
+        spare = next(proxy for proxy in proxies if proxy.id != cooled)
         for leased in held:
             manager.release_proxy(leased, outcome=outcomes.pop() if outcomes else None)
         manager.release_proxy(predicate_lease)
@@ -139,6 +142,16 @@ def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
             assert kept is not None
         assert storage.get_pool_stats("acl") is not None
 
+        # acquire(wait=): SUBSCRIBE, then the release's hand-off (PUBSUB NUMSUB, PUBLISH)
+        full = manager.acquire_many("acl", 8, "worker", 30, distinct=False)
+        assert len(full) == 6  # every usable slot is taken (one proxy of 4 is cooling down)
+        timer = threading.Timer(0.2, lambda: manager.release_proxy(full[0]))
+        timer.start()
+        waited = RedisProxyManager(storage).acquire("acl", "waiter", 30, wait=10)
+        timer.join()
+        assert waited is not None and waited.proxy.id == full[0].proxy.id
+        manager.release_many([*full[1:], waited])
+
         # pharox's stock ProxyManager on the same storage
         stock = ProxyManager(storage)
         lease = stock.acquire_proxy("acl", "stock", selector=SelectorStrategy.ROUND_ROBIN)
@@ -149,11 +162,11 @@ def sync_flow(url: str, admin: redis.Redis, flush: str = "function") -> None:
 
         # expiry: reclaimed by cleanup, and by the next acquire of the pool (sub-second
         # leases: pharox types durations as int, the adapter takes fractions)
-        storage.create_lease(proxies[1], "short", 0.05)  # type: ignore[arg-type]  # a fraction
+        storage.create_lease(spare, "short", 0.05)  # type: ignore[arg-type]  # a fraction
         manager.acquire_proxy("acl-other", "short", 0.05)
         time.sleep(0.1)
         assert manager.cleanup_expired_leases() >= 1
-        storage.create_lease(proxies[1], "short", 0.05)  # type: ignore[arg-type]  # a fraction
+        storage.create_lease(spare, "short", 0.05)  # type: ignore[arg-type]  # a fraction
         time.sleep(0.1)
         assert manager.acquire("acl", "worker") is not None
 
