@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from pharox import PoolNotFoundError
 
-from . import codec
+from . import codec, misses
 from .errors import RedisStorageError
 from .flows import (
     Flow,
@@ -52,6 +52,7 @@ from .flows import (
     retried,
 )
 from .leased_proxy import LeasedProxy, local_deadline
+from .misses import AcquireMiss, MissReason
 from .operations import acquire as acquiring
 from .operations import leases, waiting
 from .operations.acquire import Acquired, AcquireRequest, Queued, Waiter
@@ -82,7 +83,8 @@ def acquire_waiting(
 
     Raises :class:`pharox.PoolNotFoundError` at once when the pool does not exist.
     """
-    deadline = time.monotonic() + wait
+    sent_at = time.monotonic()
+    deadline = sent_at + wait
     started_at = now_utc() if policy.on_acquire else None
     subscription = yield Subscribe(wait)
     try:
@@ -91,6 +93,15 @@ def acquire_waiting(
         subscription.abandon()  # possibly still queued: nobody may seem to listen for it
         raise
     yield Unsubscribe(subscription)
+    # A wait that ends with nothing says why as a plain acquire does (the queue's last miss).
+    miss = (
+        None
+        if leased is not None
+        else got.miss or AcquireMiss(asked.pool_name, MissReason.ALL_BUSY)
+    )
+    misses.noted(miss)
+    if policy.observers:
+        policy.observe("acquired", asked.pool_name, miss, time.monotonic() - sent_at)
     if started_at is not None:
         yield Notify(policy.on_acquire, acquire_payload(asked, got, started_at))
     return leased
@@ -144,13 +155,15 @@ def _queue(
     waiter_id = codec.new_id()
     order: Any = ""  # the place in the queue, kept by every later look
     queued: Optional[Queued] = None
+    miss: Optional[AcquireMiss] = None  # why the last look found nothing
     while True:
         left = deadline - time.monotonic()
         if left <= 0 and queued is not None:
-            return (yield from _leave(policy, asked, queued, waiter_id))
+            return (yield from _leave(policy, asked, queued, waiter_id, miss))
         waiter = Waiter(waiter_id, subscription.channel, max(1, round(left * 1e6)), order)
         sent_at = time.monotonic()
         got = yield from _attempt(policy, asked, deadline, waiter)
+        miss = got.miss or miss
         if got.lease is not None and got.proxy is not None:
             if got.queued is not None:  # a predicate approved a free candidate: leave
                 yield from _in_time(
@@ -194,18 +207,25 @@ def _queue(
 
 
 def _leave(
-    policy: Policy, asked: AcquireRequest, queued: Queued, waiter_id: Any
+    policy: Policy,
+    asked: AcquireRequest,
+    queued: Queued,
+    waiter_id: Any,
+    miss: Optional[AcquireMiss],
 ) -> Flow[tuple[Optional[LeasedProxy], Acquired]]:
-    """Leave the queue at the deadline; a lease handed in the meantime is taken, not lost."""
+    """Leave the queue at the deadline; a lease handed in the meantime is taken, not lost.
+
+    With nothing taken, the result carries ``miss``: why the waiter's last look found nothing.
+    """
     sent_at = time.monotonic()
     grace = sent_at + LEAVE_GRACE_SECONDS  # leaving is retried a little past the deadline
     leave = partial(waiting.leave, policy.context, asked, queued.pool_id, waiter_id)
     handed: Optional[Acquired] = yield from _in_time(grace, leave, first=True)
     if handed is None or handed.lease is None or handed.proxy is None:
-        return None, Acquired(None, None, None)
+        return None, Acquired(None, None, None, miss)
     if asked.filters is not None and not asked.filters.matches(handed.proxy):
         yield from retried(policy, partial(leases.release, policy.context, handed.lease))
-        return None, Acquired(None, None, None)
+        return None, Acquired(None, None, None, miss)
     return _held(handed, asked, sent_at), handed
 
 

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from pharox import Lease, PoolNotFoundError, ProxyFilters, ProxyStatus, RetryConfig
 
-from pharox_redis import RedisProxyManager, RedisStorage, codec, flows
+from pharox_redis import MissReason, RedisProxyManager, RedisStorage, codec, flows
 from pharox_redis.keys import KeySchema
 from pharox_redis.operations import acquire as acquiring
 from pharox_redis.operations import waiting
@@ -130,6 +131,44 @@ def test_a_proxy_becoming_active_is_handed_to_the_waiter(
     assert leased is not None and leased.proxy.id == revived.id
     assert time.monotonic() - started < 0.1 + LATE
     assert other.audit(pool.name).drift == ()
+
+
+def test_a_reimport_by_address_hands_the_stored_proxy_to_the_waiter(
+    manager: Manager, other: RedisStorage
+) -> None:
+    # Issue 16's identity and issue 14's hand-off together: the list is imported again with
+    # fresh ids and the proxies ACTIVE; the stored proxy (its id kept) goes to the waiter.
+    pool, proxies = seed(manager, 1, max_concurrency=1, status=ProxyStatus.INACTIVE)
+    again = proxies[0].model_copy(update={"id": uuid4(), "status": ProxyStatus.ACTIVE})
+    with later(0.1, lambda: other.save_proxies([again])):
+        leased = manager.acquire(pool.name, "w", 60, wait=10)
+    assert leased is not None and leased.proxy.id == proxies[0].id
+    assert len(other.list_proxies(str(pool.id))) == 1
+    assert other.audit(pool.name).drift == ()
+
+
+def missed_waiting(manager: Manager, pool_name: str, wait: float) -> Any:
+    """Wait for a proxy; return the miss the manager keeps (the async one's in its task)."""
+    if isinstance(manager, AsyncManager):
+
+        async def waited() -> Any:
+            assert await manager.target.acquire(pool_name, "w", 60, wait=wait) is None
+            return manager.target.last_miss
+
+        return manager.drive(waited())
+    assert manager.acquire(pool_name, "w", 60, wait=wait) is None
+    return manager.last_miss
+
+
+def test_a_wait_that_ends_with_nothing_says_why(manager: Manager, other: RedisStorage) -> None:
+    pool, _ = seed(manager, 1, max_concurrency=1)
+    hold_all(other, pool.name, 1)
+    miss = missed_waiting(manager, pool.name, 0.3)
+    assert miss is not None and miss.reason is MissReason.ALL_BUSY
+    assert (miss.proxies, miss.active, miss.available) == (1, 1, 0)
+    idle, _ = seed(manager, 1, max_concurrency=1, status=ProxyStatus.INACTIVE)
+    miss = missed_waiting(manager, idle.name, 0.3)
+    assert miss is not None and miss.reason is MissReason.NO_ACTIVE_PROXY
 
 
 def test_a_waiter_no_proxy_fits_does_not_block_the_next(

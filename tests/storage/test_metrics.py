@@ -104,16 +104,17 @@ def test_managers_count_acquires_misses_latency_renewals_and_losses(
     assert short is not None
     assert manager.acquire("one") is None  # all busy
     assert manager.acquire("nosuch") is None
+    assert manager.acquire("one", wait=0.05) is None  # a wait is one acquire too
     manager.renew_lease(short, 0.2)
     time.sleep(0.3)
     manager.release_proxy(short)  # past its deadline: lost
     samples = parsed(generate_latest(registry).decode())
     assert value(samples, "pharox_acquires_total", pool="one", outcome="leased") == 1
-    assert value(samples, "pharox_acquires_total", pool="one", outcome="missed") == 1
-    assert value(samples, "pharox_acquire_misses_total", pool="one", reason="all-busy") == 1
+    assert value(samples, "pharox_acquires_total", pool="one", outcome="missed") == 2
+    assert value(samples, "pharox_acquire_misses_total", pool="one", reason="all-busy") == 2
     assert value(samples, "pharox_acquire_misses_total", pool="nosuch", reason="unknown-pool") == 1
-    assert value(samples, "pharox_acquire_seconds_count", pool="one") == 2
-    assert value(samples, "pharox_acquire_seconds_bucket", pool="one", le="+Inf") == 2
+    assert value(samples, "pharox_acquire_seconds_count", pool="one") == 3
+    assert value(samples, "pharox_acquire_seconds_bucket", pool="one", le="+Inf") == 3
     assert value(samples, "pharox_lease_renewals_total", pool="one") == 1
     assert value(samples, "pharox_leases_lost_total", pool="one") == 1
 
